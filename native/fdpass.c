@@ -1,0 +1,640 @@
+/*
+ * fdpass native layer: socket system calls for AF_UNIX fd passing.
+ *
+ * Conventions (see fdpass.h): each function returns >= 0 or -errno. Sockets
+ * are always created SOCK_CLOEXEC | SOCK_NONBLOCK, received fds always carry
+ * close-on-exec (MSG_CMSG_CLOEXEC) and sends use MSG_NOSIGNAL, so that no
+ * concurrent spawn() can inherit them and no dead peer can raise SIGPIPE.
+ *
+ * Buffers and typed arrays are passed in by JavaScript and reused across calls;
+ * nothing here allocates per message.
+ */
+#define _GNU_SOURCE
+#include "fdpass.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* ---- argument helpers --------------------------------------------------- */
+
+int fdpass_get_i32(napi_env env, napi_value v, int32_t *out) {
+  return napi_get_value_int32(env, v, out) == napi_ok;
+}
+
+napi_value fdpass_int(napi_env env, int64_t v) {
+  napi_value r;
+  napi_create_int64(env, v, &r);
+  return r;
+}
+
+static int get_buffer(napi_env env, napi_value v, void **data, size_t *len) {
+  bool is_buf = false;
+  if (napi_is_buffer(env, v, &is_buf) == napi_ok && is_buf)
+    return napi_get_buffer_info(env, v, data, len) == napi_ok;
+  /* Plain Uint8Arrays are accepted too. */
+  napi_typedarray_type t;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, len, data, &ab, &off) != napi_ok)
+    return 0;
+  return t == napi_uint8_array;
+}
+
+static int get_i32_array(napi_env env, napi_value v, int32_t **data,
+                         size_t *len) {
+  napi_typedarray_type t;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, len, (void **)data, &ab, &off) !=
+      napi_ok)
+    return 0;
+  return t == napi_int32_array;
+}
+
+static int is_nullish(napi_env env, napi_value v) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  return t == napi_null || t == napi_undefined;
+}
+
+#define THROW_TYPE(msg)                                                       \
+  do {                                                                        \
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", (msg));                \
+    return NULL;                                                              \
+  } while (0)
+
+/*
+ * Addresses travel as the raw bytes of sun_path: a path is its bytes (no
+ * terminator), an abstract name starts with a NUL byte. src/socket/address.ts
+ * validates lengths; this re-checks so that no input can overflow sun_path.
+ */
+static int make_addr(const void *bytes, size_t len, struct sockaddr_un *sa,
+                     socklen_t *salen) {
+  if (len == 0 || len > sizeof(sa->sun_path)) return -ENAMETOOLONG;
+  memset(sa, 0, sizeof(*sa));
+  sa->sun_family = AF_UNIX;
+  memcpy(sa->sun_path, bytes, len);
+  *salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  /* A path gets its terminator counted when it fits, as most C peers do. */
+  if (((const char *)bytes)[0] != '\0' && len < sizeof(sa->sun_path))
+    *salen += 1;
+  return 0;
+}
+
+/* ---- socket lifecycle --------------------------------------------------- */
+
+/* socket(type) -> fd */
+static napi_value fdp_socket(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(1);
+  int32_t type;
+  if (!fdpass_get_i32(env, argv[0], &type)) THROW_TYPE("type");
+  int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  return fdpass_int(env, fd < 0 ? -errno : fd);
+}
+
+/* socketpair(type, out Int32Array[2]) -> 0 */
+static napi_value fdp_socketpair(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t type, *out;
+  size_t n;
+  if (!fdpass_get_i32(env, argv[0], &type)) THROW_TYPE("type");
+  if (!get_i32_array(env, argv[1], &out, &n) || n < 2) THROW_TYPE("out");
+  int sv[2];
+  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
+    return fdpass_int(env, -errno);
+  out[0] = sv[0];
+  out[1] = sv[1];
+  return fdpass_int(env, 0);
+}
+
+/* bind(fd, addr) / connect(fd, addr) -> 0 */
+static napi_value addr_call(napi_env env, napi_callback_info info,
+                            int is_bind) {
+  FDPASS_ARGS(2);
+  int32_t fd;
+  void *bytes;
+  size_t len;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!get_buffer(env, argv[1], &bytes, &len)) THROW_TYPE("addr");
+  struct sockaddr_un sa;
+  socklen_t salen;
+  int r = make_addr(bytes, len, &sa, &salen);
+  if (r < 0) return fdpass_int(env, r);
+  r = is_bind ? bind(fd, (struct sockaddr *)&sa, salen)
+              : connect(fd, (struct sockaddr *)&sa, salen);
+  return fdpass_int(env, r < 0 ? -errno : 0);
+}
+
+static napi_value fdp_bind(napi_env env, napi_callback_info info) {
+  return addr_call(env, info, 1);
+}
+
+static napi_value fdp_connect(napi_env env, napi_callback_info info) {
+  return addr_call(env, info, 0);
+}
+
+/* listen(fd, backlog) -> 0 */
+static napi_value fdp_listen(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t fd, backlog;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!fdpass_get_i32(env, argv[1], &backlog)) THROW_TYPE("backlog");
+  return fdpass_int(env, listen(fd, backlog) < 0 ? -errno : 0);
+}
+
+/*
+ * accept(fd, out Int32Array) -> count
+ * Accepts until EAGAIN or until out is full. Works for any listening socket
+ * (AF_UNIX or TCP). When nothing was accepted the error is returned; when some
+ * were, they are returned and the error (say EMFILE) shows again next call.
+ */
+static napi_value fdp_accept(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t fd, *out;
+  size_t cap, n = 0;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!get_i32_array(env, argv[1], &out, &cap)) THROW_TYPE("out");
+  while (n < cap) {
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (n == 0) return fdpass_int(env, -errno);
+      break;
+    }
+    out[n++] = c;
+  }
+  return fdpass_int(env, (int64_t)n);
+}
+
+/* shutdown(fd, how) -> 0 */
+static napi_value fdp_shutdown(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t fd, how;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!fdpass_get_i32(env, argv[1], &how)) THROW_TYPE("how");
+  return fdpass_int(env, shutdown(fd, how) < 0 ? -errno : 0);
+}
+
+/* close(fd) -> 0. EINTR counts as closed on Linux: never retry. */
+static napi_value fdp_close(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(1);
+  int32_t fd;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (close(fd) < 0 && errno != EINTR) return fdpass_int(env, -errno);
+  return fdpass_int(env, 0);
+}
+
+/* closeMany(fds Int32Array, start, count) -> number that failed (EBADF) */
+static napi_value fdp_close_many(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(3);
+  int32_t *fds, start, count;
+  size_t n;
+  if (!get_i32_array(env, argv[0], &fds, &n)) THROW_TYPE("fds");
+  if (!fdpass_get_i32(env, argv[1], &start)) THROW_TYPE("start");
+  if (!fdpass_get_i32(env, argv[2], &count)) THROW_TYPE("count");
+  if (start < 0 || count < 0 || (size_t)start + (size_t)count > n)
+    THROW_TYPE("range");
+  int failed = 0;
+  for (int32_t i = start; i < start + count; i++)
+    if (close(fds[i]) < 0 && errno == EBADF) failed++;
+  return fdpass_int(env, failed);
+}
+
+/* dup(fd) -> new fd with close-on-exec */
+static napi_value fdp_dup(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(1);
+  int32_t fd;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return fdpass_int(env, r < 0 ? -errno : r);
+}
+
+/* fdFlags(fd) -> F_GETFD flags; the cheapest "is this fd open?" check */
+static napi_value fdp_fd_flags(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(1);
+  int32_t fd;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  int r = fcntl(fd, F_GETFD);
+  return fdpass_int(env, r < 0 ? -errno : r);
+}
+
+/* setBlocking(fd, on) -> 0: for fds handed to code that expects blocking I/O */
+static napi_value fdp_set_blocking(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t fd;
+  bool on;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (napi_get_value_bool(env, argv[1], &on) != napi_ok) THROW_TYPE("on");
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return fdpass_int(env, -errno);
+  fl = on ? (fl & ~O_NONBLOCK) : (fl | O_NONBLOCK);
+  return fdpass_int(env, fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0);
+}
+
+/* ---- socket options ----------------------------------------------------- */
+
+/* sockInfo(fd, out Int32Array[3]) -> 0: [SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN] */
+static napi_value fdp_sock_info(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t fd, *out;
+  size_t n;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!get_i32_array(env, argv[1], &out, &n) || n < 3) THROW_TYPE("out");
+  static const int opts[3] = {SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN};
+  for (int i = 0; i < 3; i++) {
+    int v = 0;
+    socklen_t l = sizeof(v);
+    if (getsockopt(fd, SOL_SOCKET, opts[i], &v, &l) < 0)
+      return fdpass_int(env, -errno);
+    out[i] = v;
+  }
+  return fdpass_int(env, 0);
+}
+
+/* peerCred(fd, out Int32Array[3]) -> 0: SO_PEERCRED as [pid, uid, gid] */
+static napi_value fdp_peer_cred(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t fd, *out;
+  size_t n;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!get_i32_array(env, argv[1], &out, &n) || n < 3) THROW_TYPE("out");
+  struct ucred uc;
+  socklen_t l = sizeof(uc);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &l) < 0)
+    return fdpass_int(env, -errno);
+  out[0] = uc.pid;
+  out[1] = (int32_t)uc.uid;
+  out[2] = (int32_t)uc.gid;
+  return fdpass_int(env, 0);
+}
+
+/* setPassCred(fd, on) -> 0: SO_PASSCRED */
+static napi_value fdp_set_pass_cred(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t fd;
+  bool on;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (napi_get_value_bool(env, argv[1], &on) != napi_ok) THROW_TYPE("on");
+  int v = on ? 1 : 0;
+  int r = setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &v, sizeof(v));
+  return fdpass_int(env, r < 0 ? -errno : 0);
+}
+
+/* sockName(fd, out Buffer, peer) -> length of sun_path bytes written */
+static napi_value fdp_sock_name(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(3);
+  int32_t fd;
+  void *buf;
+  size_t cap;
+  bool peer;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!get_buffer(env, argv[1], &buf, &cap)) THROW_TYPE("out");
+  if (napi_get_value_bool(env, argv[2], &peer) != napi_ok) THROW_TYPE("peer");
+  struct sockaddr_un sa;
+  socklen_t l = sizeof(sa);
+  memset(&sa, 0, sizeof(sa));
+  int r = peer ? getpeername(fd, (struct sockaddr *)&sa, &l)
+               : getsockname(fd, (struct sockaddr *)&sa, &l);
+  if (r < 0) return fdpass_int(env, -errno);
+  if (sa.sun_family != AF_UNIX) return fdpass_int(env, -EAFNOSUPPORT);
+  size_t plen = l > offsetof(struct sockaddr_un, sun_path)
+                    ? l - offsetof(struct sockaddr_un, sun_path)
+                    : 0;
+  /* Paths may come back with their terminator; drop it. */
+  if (plen > 0 && sa.sun_path[0] != '\0')
+    plen = strnlen(sa.sun_path, plen);
+  if (plen > cap) plen = cap;
+  memcpy(buf, sa.sun_path, plen);
+  return fdpass_int(env, (int64_t)plen);
+}
+
+/* ---- sendmsg ------------------------------------------------------------ */
+
+#define SEND_META 6 /* len, nfds, hasCreds, pid, uid, gid */
+
+/*
+ * sendmsgs(fd, data, meta Int32Array, fds Int32Array, count, addr|null,
+ *          result Int32Array[2]) -> 0 or -errno
+ *
+ * Sends `count` messages, one sendmsg() each: message i is the next meta[i].len
+ * bytes of `data` with the next meta[i].nfds fds of `fds` as SCM_RIGHTS (and
+ * SCM_CREDENTIALS when asked). result[0] = messages sent whole, result[1] =
+ * bytes of the next message that a stream socket took before it filled up.
+ * That remainder must be resent WITHOUT fds (they went with its first byte),
+ * which is the caller's job: this function stops at the first short write.
+ */
+static napi_value fdp_sendmsgs(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(7);
+  int32_t fd, count, *meta, *fds, *result;
+  size_t dlen, mlen, flen, rlen;
+  char *data;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!get_buffer(env, argv[1], (void **)&data, &dlen)) THROW_TYPE("data");
+  if (!get_i32_array(env, argv[2], &meta, &mlen)) THROW_TYPE("meta");
+  if (!get_i32_array(env, argv[3], &fds, &flen)) THROW_TYPE("fds");
+  if (!fdpass_get_i32(env, argv[4], &count)) THROW_TYPE("count");
+  if (!get_i32_array(env, argv[6], &result, &rlen) || rlen < 2)
+    THROW_TYPE("result");
+  if (count < 0 || (size_t)count * SEND_META > mlen) THROW_TYPE("count");
+
+  struct sockaddr_un sa;
+  socklen_t salen = 0;
+  if (!is_nullish(env, argv[5])) {
+    void *ab;
+    size_t alen;
+    if (!get_buffer(env, argv[5], &ab, &alen)) THROW_TYPE("addr");
+    int r = make_addr(ab, alen, &sa, &salen);
+    if (r < 0) return fdpass_int(env, r);
+  }
+
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS) +
+             CMSG_SPACE(sizeof(struct ucred))];
+  } ctl;
+
+  size_t doff = 0, foff = 0;
+  result[0] = 0;
+  result[1] = 0;
+  for (int32_t i = 0; i < count; i++) {
+    const int32_t *m = meta + (size_t)i * SEND_META;
+    size_t len = (size_t)m[0], nfds = (size_t)m[1];
+    if (m[0] < 0 || m[1] < 0 || nfds > FDPASS_MAX_FDS || doff + len > dlen ||
+        foff + nfds > flen)
+      THROW_TYPE("meta");
+
+    struct iovec iov = {.iov_base = data + doff, .iov_len = len};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (salen) {
+      msg.msg_name = &sa;
+      msg.msg_namelen = salen;
+    }
+    size_t clen = 0;
+    if (nfds) {
+      struct cmsghdr *c = (struct cmsghdr *)ctl.buf;
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+      memcpy(CMSG_DATA(c), fds + foff, sizeof(int) * nfds);
+      clen += CMSG_SPACE(sizeof(int) * nfds);
+    }
+    if (m[2]) {
+      struct cmsghdr *c = (struct cmsghdr *)(ctl.buf + clen);
+      struct ucred uc = {.pid = m[3], .uid = (uid_t)m[4], .gid = (gid_t)m[5]};
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_CREDENTIALS;
+      c->cmsg_len = CMSG_LEN(sizeof(uc));
+      memcpy(CMSG_DATA(c), &uc, sizeof(uc));
+      clen += CMSG_SPACE(sizeof(uc));
+    }
+    if (clen) {
+      msg.msg_control = ctl.buf;
+      msg.msg_controllen = clen;
+    }
+
+    ssize_t n;
+    do {
+      n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return fdpass_int(env, -errno);
+    if ((size_t)n < len) {
+      result[1] = (int32_t)n;
+      return fdpass_int(env, -EAGAIN);
+    }
+    result[0] = i + 1;
+    doff += len;
+    foff += nfds;
+  }
+  return fdpass_int(env, 0);
+}
+
+/* ---- recvmsg ------------------------------------------------------------ */
+
+/* Per message: offset, len (true length, may exceed stored), stored, nfds,
+ * msg_flags, hasCreds, pid, uid, gid, namelen */
+#define RECV_META 10
+#define RECV_ADDR 108 /* sizeof(sun_path) */
+
+/* status[0] after recvmsgs: why the loop stopped */
+#define STOP_DRAINED 0 /* EAGAIN or a buffer filled up */
+#define STOP_EOF 1
+
+/*
+ * recvmsgs(fd, buf, meta Int32Array, fds Int32Array, addrs Buffer|null,
+ *          maxMsgs, maxMsgSize, status Int32Array[2]) -> count or -errno
+ *
+ * Receives until EAGAIN, EOF, maxMsgs, or until the next message might not
+ * fit (less than maxMsgSize bytes of buf, or fewer than 253 fd slots, left).
+ * maxMsgSize 0 means a byte stream: each read takes whatever space is left.
+ * For datagrams MSG_TRUNC makes meta.len the true size, so a message larger
+ * than its space is reported (stored < len), never silently cut.
+ *
+ * Every fd that arrives is reported in `fds`, including those of a message
+ * flagged MSG_CTRUNC, so that the caller can close them. status[0] tells
+ * whether EOF stopped the loop; status[1] holds an error (-errno) that ended a
+ * loop which had already received something.
+ */
+static napi_value fdp_recvmsgs(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(8);
+  int32_t fd, max_msgs, max_size, *meta, *fds, *status;
+  size_t blen, mlen, flen, slen, alen = 0;
+  char *buf, *addrs = NULL;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (!get_buffer(env, argv[1], (void **)&buf, &blen)) THROW_TYPE("buf");
+  if (!get_i32_array(env, argv[2], &meta, &mlen)) THROW_TYPE("meta");
+  if (!get_i32_array(env, argv[3], &fds, &flen)) THROW_TYPE("fds");
+  if (!is_nullish(env, argv[4]) &&
+      !get_buffer(env, argv[4], (void **)&addrs, &alen))
+    THROW_TYPE("addrs");
+  if (!fdpass_get_i32(env, argv[5], &max_msgs)) THROW_TYPE("maxMsgs");
+  if (!fdpass_get_i32(env, argv[6], &max_size)) THROW_TYPE("maxMsgSize");
+  if (!get_i32_array(env, argv[7], &status, &slen) || slen < 2)
+    THROW_TYPE("status");
+  if (max_msgs < 1 || (size_t)max_msgs * RECV_META > mlen ||
+      (addrs && (size_t)max_msgs * RECV_ADDR > alen) || max_size < 0 ||
+      flen < FDPASS_MAX_FDS + 1)
+    THROW_TYPE("capacity");
+
+  union {
+    struct cmsghdr align;
+    /* Room for a full SCM_RIGHTS and SCM_CREDENTIALS, with slack for any
+     * other control message the kernel may add (SCM_SECURITY). */
+    char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS) +
+             CMSG_SPACE(sizeof(struct ucred)) + 256];
+  } ctl;
+
+  size_t boff = 0, foff = 0;
+  int32_t n = 0;
+  status[0] = STOP_DRAINED;
+  status[1] = 0;
+  int is_stream = max_size == 0;
+  while (n < max_msgs) {
+    size_t room = blen - boff;
+    if (n > 0 && (is_stream ? room == 0 : room < (size_t)max_size)) break;
+    if (n > 0 && flen - foff < FDPASS_MAX_FDS + 1) break;
+    if (!is_stream && room > (size_t)max_size) room = (size_t)max_size;
+
+    struct iovec iov = {.iov_base = buf + boff, .iov_len = room};
+    struct sockaddr_un sa;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof(ctl.buf);
+    if (addrs) {
+      msg.msg_name = &sa;
+      msg.msg_namelen = sizeof(sa);
+    }
+    int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT | (is_stream ? 0 : MSG_TRUNC);
+    ssize_t r;
+    do {
+      r = recvmsg(fd, &msg, flags);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      int e = errno;
+      if (n == 0) return fdpass_int(env, -e);
+      if (e != EAGAIN && e != EWOULDBLOCK) status[1] = -e;
+      break;
+    }
+
+    int32_t *m = meta + (size_t)n * RECV_META;
+    memset(m, 0, sizeof(int32_t) * RECV_META);
+    int32_t nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET) continue;
+      if (c->cmsg_type == SCM_RIGHTS) {
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        /* Capacity was checked above: one message carries at most 253 fds. */
+        if (foff + k > flen) k = flen - foff;
+        memcpy(fds + foff, CMSG_DATA(c), k * sizeof(int));
+        foff += k;
+        nfds += (int32_t)k;
+      } else if (c->cmsg_type == SCM_CREDENTIALS &&
+                 c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+        struct ucred uc;
+        memcpy(&uc, CMSG_DATA(c), sizeof(uc));
+        m[5] = 1;
+        m[6] = uc.pid;
+        m[7] = (int32_t)uc.uid;
+        m[8] = (int32_t)uc.gid;
+      }
+    }
+    size_t stored = (size_t)r < room ? (size_t)r : room;
+
+    /*
+     * A zero-byte read is EOF on a stream (a stream message has at least one
+     * byte). On SEQPACKET it may be an empty message; it is EOF only when it
+     * carried no fds and the peer has hung up. Datagram sockets have no EOF.
+     */
+    if (r == 0 && nfds == 0 && !addrs) {
+      int eof = is_stream;
+      if (!eof) {
+        struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+        eof = poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
+        if (eof) {
+          /* Hung up, but messages may still be queued behind this empty
+           * one: peek (no control buffer, so no fd is installed). */
+          char b;
+          struct iovec piov = {.iov_base = &b, .iov_len = 1};
+          struct msghdr pm;
+          memset(&pm, 0, sizeof(pm));
+          pm.msg_iov = &piov;
+          pm.msg_iovlen = 1;
+          ssize_t pr = recvmsg(fd, &pm, MSG_PEEK | MSG_DONTWAIT);
+          eof = pr == 0 && !(pm.msg_flags & MSG_CTRUNC);
+        }
+      }
+      if (eof) {
+        status[0] = STOP_EOF;
+        break;
+      }
+    }
+
+    m[0] = (int32_t)boff;
+    m[1] = (int32_t)r;
+    m[2] = (int32_t)stored;
+    m[3] = nfds;
+    m[4] = msg.msg_flags;
+    if (addrs) {
+      size_t pl = msg.msg_namelen > offsetof(struct sockaddr_un, sun_path)
+                      ? msg.msg_namelen - offsetof(struct sockaddr_un, sun_path)
+                      : 0;
+      if (pl > RECV_ADDR) pl = RECV_ADDR;
+      if (pl > 0 && sa.sun_path[0] != '\0') pl = strnlen(sa.sun_path, pl);
+      memcpy(addrs + (size_t)n * RECV_ADDR, sa.sun_path, pl);
+      m[9] = (int32_t)pl;
+    }
+    boff += stored;
+    n++;
+    /* A short stream read means the queue is (momentarily) empty, or the
+     * kernel stopped at an fd-bearing segment; either way, poll again. */
+    if (is_stream && stored < room && nfds == 0) break;
+  }
+  return fdpass_int(env, n);
+}
+
+/* ---- module ------------------------------------------------------------- */
+
+static napi_value constants(napi_env env) {
+  napi_value o;
+  napi_create_object(env, &o);
+  struct {
+    const char *name;
+    int64_t value;
+  } k[] = {
+      {"SOCK_STREAM", SOCK_STREAM},   {"SOCK_DGRAM", SOCK_DGRAM},
+      {"SOCK_SEQPACKET", SOCK_SEQPACKET}, {"AF_UNIX", AF_UNIX},
+      {"AF_INET", AF_INET},           {"AF_INET6", AF_INET6},
+      {"MSG_TRUNC", MSG_TRUNC},       {"MSG_CTRUNC", MSG_CTRUNC},
+      {"SHUT_RD", SHUT_RD},           {"SHUT_WR", SHUT_WR},
+      {"SHUT_RDWR", SHUT_RDWR},       {"FD_CLOEXEC", FD_CLOEXEC},
+      {"MAX_FDS", FDPASS_MAX_FDS},    {"RECV_META", RECV_META},
+      {"RECV_ADDR", RECV_ADDR},       {"SEND_META", SEND_META},
+      {"STOP_EOF", STOP_EOF},         {"SUN_PATH_MAX", 108},
+  };
+  for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
+    napi_set_named_property(env, o, k[i].name, fdpass_int(env, k[i].value));
+  return o;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor d[] = {
+      {"socket", 0, fdp_socket, 0, 0, 0, napi_enumerable, 0},
+      {"socketpair", 0, fdp_socketpair, 0, 0, 0, napi_enumerable, 0},
+      {"bind", 0, fdp_bind, 0, 0, 0, napi_enumerable, 0},
+      {"connect", 0, fdp_connect, 0, 0, 0, napi_enumerable, 0},
+      {"listen", 0, fdp_listen, 0, 0, 0, napi_enumerable, 0},
+      {"accept", 0, fdp_accept, 0, 0, 0, napi_enumerable, 0},
+      {"shutdown", 0, fdp_shutdown, 0, 0, 0, napi_enumerable, 0},
+      {"close", 0, fdp_close, 0, 0, 0, napi_enumerable, 0},
+      {"closeMany", 0, fdp_close_many, 0, 0, 0, napi_enumerable, 0},
+      {"dup", 0, fdp_dup, 0, 0, 0, napi_enumerable, 0},
+      {"fdFlags", 0, fdp_fd_flags, 0, 0, 0, napi_enumerable, 0},
+      {"setBlocking", 0, fdp_set_blocking, 0, 0, 0, napi_enumerable, 0},
+      {"sockInfo", 0, fdp_sock_info, 0, 0, 0, napi_enumerable, 0},
+      {"peerCred", 0, fdp_peer_cred, 0, 0, 0, napi_enumerable, 0},
+      {"setPassCred", 0, fdp_set_pass_cred, 0, 0, 0, napi_enumerable, 0},
+      {"sockName", 0, fdp_sock_name, 0, 0, 0, napi_enumerable, 0},
+      {"sendmsgs", 0, fdp_sendmsgs, 0, 0, 0, napi_enumerable, 0},
+      {"recvmsgs", 0, fdp_recvmsgs, 0, 0, 0, napi_enumerable, 0},
+  };
+  if (napi_define_properties(env, exports, sizeof(d) / sizeof(d[0]), d) !=
+      napi_ok)
+    return NULL;
+  napi_set_named_property(env, exports, "constants", constants(env));
+  if (fdpass_poll_init(env, exports) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,137 @@
+/**
+ * Errors, shaped the way Node users expect them.
+ *
+ * - A failed system call becomes an ErrnoError like Node's own: negative
+ *   `errno`, `code` from util.getSystemErrorName ('EMFILE'), `syscall`
+ *   ('recvmsg'), `path` where there is one, message "recvmsg EMFILE".
+ * - A library condition is an FdpassError subclass with a stable `code`
+ *   (FDPASS_ERR_*) that is never renamed; the underlying error is its `cause`.
+ * - Bad arguments are TypeError/RangeError thrown before any system call; they
+ *   carry an FDPASS_ERR_* code too.
+ */
+import * as util from 'node:util';
+
+export interface ErrnoError extends Error {
+  errno: number;
+  code: string;
+  syscall: string;
+  path?: string;
+}
+
+/** Builds a Node-style system error from a negative errno. */
+export function errnoError(errno: number, syscall: string, path?: string): ErrnoError {
+  const code = util.getSystemErrorName(errno);
+  const err = new Error(path === undefined ? `${syscall} ${code}` : `${syscall} ${code} ${path}`) as ErrnoError;
+  err.errno = errno;
+  err.code = code;
+  err.syscall = syscall;
+  if (path !== undefined) err.path = path;
+  Error.captureStackTrace(err, errnoError);
+  return err;
+}
+
+/** Throws for a negative native result; returns non-negative ones. */
+export function check(ret: number, syscall: string, path?: string): number {
+  if (ret < 0) throw errnoError(ret, syscall, path);
+  return ret;
+}
+
+export class FdpassError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** The socket was closed (by us) before or while the operation ran. */
+export class SocketClosedError extends FdpassError {
+  constructor(what = 'socket is closed', options?: { cause?: unknown }) {
+    super('FDPASS_ERR_SOCKET_CLOSED', what, options);
+  }
+}
+
+/** The control message was truncated (MSG_CTRUNC): the receiver had no room
+ * for the fds (RLIMIT_NOFILE) or the buffer was short. The fds that did
+ * arrive were closed. */
+export class ControlTruncatedError extends FdpassError {
+  readonly received: number;
+  constructor(received: number, expected?: number) {
+    super('FDPASS_ERR_CONTROL_TRUNCATED',
+      `control message truncated (MSG_CTRUNC): ${received} fd(s) arrived` +
+      (expected === undefined ? '' : ` of ${expected}`) +
+      '; they were closed (is the receiver at RLIMIT_NOFILE?)');
+    this.received = received;
+  }
+}
+
+/** A datagram or packet was larger than the receive buffer (MSG_TRUNC). */
+export class MessageTruncatedError extends FdpassError {
+  readonly size: number;
+  constructor(size: number, limit: number) {
+    super('FDPASS_ERR_MESSAGE_TRUNCATED',
+      `message of ${size} bytes exceeds maxMessageSize ${limit}; it was discarded and its fds closed`);
+    this.size = size;
+  }
+}
+
+/** The peer broke the framing protocol; the connection is closed. */
+export class ProtocolError extends FdpassError {
+  constructor(message: string) {
+    super('FDPASS_ERR_PROTOCOL', `protocol error: ${message}`);
+  }
+}
+
+/** A peer that the allow-list refused. */
+export class PeerRefusedError extends FdpassError {
+  constructor(message: string) {
+    super('FDPASS_ERR_PEER_REFUSED', message);
+  }
+}
+
+/** A wait ran out of time. */
+export class TimeoutError extends FdpassError {
+  constructor(message: string) {
+    super('FDPASS_ERR_TIMEOUT', message);
+  }
+}
+
+/** The channel peer answered a request with an error. */
+export class RemoteError extends FdpassError {
+  readonly remoteCode: string | undefined;
+  constructor(message: string, remoteCode?: string) {
+    super('FDPASS_ERR_REMOTE', message);
+    this.remoteCode = remoteCode;
+  }
+}
+
+/** The channel got a message of a type nobody handles, or of a bad shape. */
+export class ChannelMessageError extends FdpassError {
+  constructor(message: string) {
+    super('FDPASS_ERR_CHANNEL_MESSAGE', message);
+  }
+}
+
+type ArgErrorCtor = typeof TypeError | typeof RangeError;
+function argError(Ctor: ArgErrorCtor, code: string, message: string): Error & { code: string } {
+  const e = new Ctor(message) as Error & { code: string };
+  e.code = code;
+  return e;
+}
+
+export const invalidArg = (message: string) => argError(TypeError, 'FDPASS_ERR_INVALID_ARG', message);
+export const invalidFd = (message: string) => argError(TypeError, 'FDPASS_ERR_INVALID_FD', message);
+export const tooManyFds = (n: number, max: number) =>
+  argError(RangeError, 'FDPASS_ERR_TOO_MANY_FDS', `${n} fds in one message; the kernel allows at most ${max} (SCM_MAX_FD)`);
+export const pathTooLong = (addr: string, n: number, max: number) =>
+  argError(RangeError, 'FDPASS_ERR_PATH_TOO_LONG', `address ${JSON.stringify(addr)} is ${n} bytes; sun_path holds at most ${max}`);
+export const unsupported = (message: string) => argError(TypeError, 'FDPASS_ERR_UNSUPPORTED', message);
+
+/** Node's AbortError shape: name 'AbortError', code 'ABORT_ERR'. */
+export function abortError(signal?: AbortSignal): Error {
+  const e = new Error('The operation was aborted', { cause: signal?.reason }) as Error & { code: string };
+  e.name = 'AbortError';
+  e.code = 'ABORT_ERR';
+  return e;
+}

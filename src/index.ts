@@ -1,0 +1,18 @@
+/**
+ * fdpass: pass open file descriptors between processes over Unix domain
+ * sockets (sendmsg(2)/recvmsg(2) with SCM_RIGHTS and SCM_CREDENTIALS, unix(7)).
+ */
+export { UnixSocket } from './socket/socket';
+export type { SocketOptions, OutgoingMessage, ReceiveOptions, SocketType } from './socket/socket';
+export { UnixServer } from './socket/server';
+export type { ServerOptions, AllowList } from './socket/server';
+export { Message } from './socket/message';
+export { Fd, fdNumber, kindOf } from './socket/fd';
+export type { FdLike, FdKind } from './socket/fd';
+export type { Credentials } from './socket/frame';
+export { FrameDecoder, encodeFrame, HEADER_SIZE, MAX_FDS } from './socket/frame';
+export {
+  FdpassError, SocketClosedError, ControlTruncatedError, MessageTruncatedError, ProtocolError,
+  PeerRefusedError, TimeoutError, RemoteError, ChannelMessageError, errnoError,
+} from './errors';
+export type { ErrnoError } from './errors';

@@ -1,0 +1,82 @@
+/**
+ * Loads the addon and describes exactly what it exports. Every function
+ * returns a number >= 0 or a negative errno (see native/fdpass.h); turning
+ * those into errors is the caller's job (errors.ts).
+ */
+import * as path from 'node:path';
+
+export interface NativeConstants {
+  readonly SOCK_STREAM: number;
+  readonly SOCK_DGRAM: number;
+  readonly SOCK_SEQPACKET: number;
+  readonly AF_UNIX: number;
+  readonly AF_INET: number;
+  readonly AF_INET6: number;
+  readonly MSG_TRUNC: number;
+  readonly MSG_CTRUNC: number;
+  readonly SHUT_RD: number;
+  readonly SHUT_WR: number;
+  readonly SHUT_RDWR: number;
+  readonly FD_CLOEXEC: number;
+  readonly MAX_FDS: number;
+  readonly RECV_META: number;
+  readonly RECV_ADDR: number;
+  readonly SEND_META: number;
+  readonly STOP_EOF: number;
+  readonly SUN_PATH_MAX: number;
+}
+
+/** An opaque libuv poll watcher. */
+export type PollHandle = { readonly __brand: 'PollHandle' };
+
+export interface NativeBinding {
+  socket(type: number): number;
+  socketpair(type: number, out: Int32Array): number;
+  bind(fd: number, addr: Uint8Array): number;
+  connect(fd: number, addr: Uint8Array): number;
+  listen(fd: number, backlog: number): number;
+  accept(fd: number, out: Int32Array): number;
+  shutdown(fd: number, how: number): number;
+  close(fd: number): number;
+  closeMany(fds: Int32Array, start: number, count: number): number;
+  dup(fd: number): number;
+  fdFlags(fd: number): number;
+  setBlocking(fd: number, on: boolean): number;
+  sockInfo(fd: number, out: Int32Array): number;
+  peerCred(fd: number, out: Int32Array): number;
+  setPassCred(fd: number, on: boolean): number;
+  sockName(fd: number, out: Uint8Array, peer: boolean): number;
+  sendmsgs(fd: number, data: Uint8Array, meta: Int32Array, fds: Int32Array, count: number,
+    addr: Uint8Array | null, result: Int32Array): number;
+  recvmsgs(fd: number, buf: Uint8Array, meta: Int32Array, fds: Int32Array, addrs: Uint8Array | null,
+    maxMsgs: number, maxMsgSize: number, status: Int32Array): number;
+  pollOpen(fd: number, cb: (events: number) => void): PollHandle | number;
+  pollSet(h: PollHandle, events: number): number;
+  pollRef(h: PollHandle, on: boolean): void;
+  pollClose(h: PollHandle): void;
+  readonly constants: NativeConstants;
+}
+
+function load(): NativeBinding {
+  if (process.platform !== 'linux') {
+    throw new Error(`fdpass supports Linux only (this is ${process.platform})`);
+  }
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major < 20) {
+    throw new Error(`fdpass needs Node.js >= 20 (this is ${process.version})`);
+  }
+  const file = path.join(__dirname, '..', '..', 'build', 'Release', 'fdpass.node');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(file) as NativeBinding;
+  } catch (err) {
+    const e = new Error(
+      `fdpass: cannot load the native addon ${file}: ${(err as Error).message}. ` +
+      'It is built by `npm ci` (node-gyp, needs g++, make and python3).');
+    (e as Error & { cause: unknown }).cause = err;
+    throw e;
+  }
+}
+
+export const native: NativeBinding = load();
+export const K: NativeConstants = native.constants;

@@ -1,0 +1,231 @@
+/**
+ * The fdpass stream framing (docs/protocol.md), pure code with no I/O.
+ *
+ * On SOCK_STREAM the kernel keeps no message boundaries: a read may hold
+ * several messages, part of one, or plain bytes followed by an fd-bearing
+ * segment. Each message therefore travels as a frame,
+ *
+ *   0      1      2          4                8
+ *   +------+------+----------+----------------+---------------+
+ *   | 0xFD | flags| nfds u16 | length u32     | payload ...   |
+ *   +------+------+----------+----------------+---------------+
+ *   little-endian; flags bit 0: the sender attached SCM_CREDENTIALS
+ *
+ * sent with one sendmsg() whose SCM_RIGHTS carries exactly `nfds` fds. The
+ * kernel delivers fds with the read that holds the first byte of their
+ * sendmsg(), and Linux ends that read at the end of the fd-bearing segment.
+ * So the frame that claims a batch of fds is the frame starting inside the
+ * read range the batch came with; any other placement is a protocol error
+ * ("fds attached to the wrong byte"), and so is a count that does not match.
+ */
+
+export const FRAME_MAGIC = 0xfd;
+export const HEADER_SIZE = 8;
+export const FLAG_CREDENTIALS = 0x01;
+const KNOWN_FLAGS = FLAG_CREDENTIALS;
+export const MAX_FDS = 253;
+
+export function writeHeader(buf: Uint8Array, off: number, nfds: number, length: number, flags: number): void {
+  buf[off] = FRAME_MAGIC;
+  buf[off + 1] = flags;
+  buf[off + 2] = nfds & 0xff;
+  buf[off + 3] = nfds >>> 8;
+  buf[off + 4] = length & 0xff;
+  buf[off + 5] = (length >>> 8) & 0xff;
+  buf[off + 6] = (length >>> 16) & 0xff;
+  buf[off + 7] = (length >>> 24) & 0xff;
+}
+
+export function encodeFrame(payload: Uint8Array, nfds: number, flags = 0): Buffer {
+  const out = Buffer.allocUnsafe(HEADER_SIZE + payload.length);
+  writeHeader(out, 0, nfds, payload.length, flags);
+  out.set(payload, HEADER_SIZE);
+  return out;
+}
+
+export interface Frame {
+  readonly payload: Buffer;
+  readonly fds: number[];
+  readonly flags: number;
+  /** Credentials that came with the read holding the frame's first byte. */
+  readonly credentials: Credentials | undefined;
+  /** Set when the fds of this frame were cut short by MSG_CTRUNC: `fds`
+   * holds the ones that did arrive, which the caller must close. */
+  readonly truncated: boolean;
+  readonly expectedFds: number;
+}
+
+export interface Credentials {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+interface FdBatch {
+  fds: number[];
+  start: number;
+  end: number;
+  truncated: boolean;
+}
+
+export interface DecoderOptions {
+  /** Largest payload accepted (default 64 MiB). */
+  maxPayload?: number;
+  /** Most fds held for frames not yet complete (default 4096). */
+  maxHeldFds?: number;
+}
+
+/**
+ * Reassembles frames from reads. push() takes one read (its bytes, the fds
+ * and credentials that came with it) and returns the frames it completed.
+ * On a protocol violation the decoder is dead: `error` says what was wrong,
+ * push() still returns the frames completed before it (whose fds the caller
+ * now owns), and takeHeldFds() returns every other fd it held, to be closed.
+ */
+export class FrameDecoder {
+  readonly #maxPayload: number;
+  readonly #maxHeldFds: number;
+  #pending: Buffer = Buffer.alloc(0);
+  /** Stream offset of #pending[0]. */
+  #base = 0;
+  /** Stream offset just past the last byte pushed. */
+  #end = 0;
+  #batches: FdBatch[] = [];
+  #held = 0;
+  #creds: { start: number; end: number; creds: Credentials }[] = [];
+  /** Set once the peer broke the protocol; the decoder takes nothing more. */
+  error: string | undefined;
+  /** fds taken off a batch by a frame that then failed: still ours to close. */
+  #orphans: number[] = [];
+
+  constructor(options: DecoderOptions = {}) {
+    this.#maxPayload = options.maxPayload ?? 64 * 1024 * 1024;
+    this.#maxHeldFds = options.maxHeldFds ?? 4096;
+  }
+
+  /** Bytes buffered of an incomplete frame. */
+  get bufferedBytes(): number {
+    return this.#pending.length;
+  }
+
+  get heldFds(): number {
+    return this.#held;
+  }
+
+  push(chunk: Uint8Array, fds: ArrayLike<number> = [], truncated = false, creds?: Credentials): Frame[] {
+    if (this.error !== undefined) {
+      // Dead: take nothing on; whatever came with this read is the caller's.
+      this.#orphans.push(...Array.from(fds));
+      return [];
+    }
+    const start = this.#end;
+    this.#end += chunk.length;
+    if (fds.length > 0 || truncated) {
+      this.#batches.push({ fds: Array.from(fds), start, end: this.#end, truncated });
+      this.#held += fds.length;
+      if (this.#held > this.#maxHeldFds) {
+        this.error = `peer sent ${this.#held} fds not yet claimed by complete frames (limit ${this.#maxHeldFds})`;
+        return [];
+      }
+    }
+    if (creds && chunk.length > 0) this.#creds.push({ start, end: this.#end, creds });
+
+    let buf: Buffer;
+    if (this.#pending.length === 0) {
+      buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    } else {
+      buf = Buffer.concat([this.#pending, chunk]);
+    }
+    const frames: Frame[] = [];
+    let off = 0;
+    // Any check that fails sets this.error and leaves the loop.
+    while (buf.length - off >= HEADER_SIZE) {
+      const at = this.#base + off;
+      if (buf[off] !== FRAME_MAGIC) {
+        this.error = `bad magic 0x${buf[off]!.toString(16).padStart(2, '0')} at stream offset ${at} (is the peer speaking raw sendmsg? use raw mode)`;
+        break;
+      }
+      const flags = buf[off + 1]!;
+      if (flags & ~KNOWN_FLAGS) {
+        this.error = `unknown flags 0x${flags.toString(16)} at stream offset ${at}`;
+        break;
+      }
+      const nfds = buf.readUInt16LE(off + 2);
+      const length = buf.readUInt32LE(off + 4);
+      if (nfds > MAX_FDS) {
+        this.error = `frame at stream offset ${at} claims ${nfds} fds (max ${MAX_FDS})`;
+        break;
+      }
+      if (length > this.#maxPayload) {
+        this.error = `frame at stream offset ${at} has a ${length}-byte payload (limit ${this.#maxPayload})`;
+        break;
+      }
+
+      // Check the fds before waiting for the payload: they are known now.
+      const batch = this.#batches[0];
+      let claimed: FdBatch | undefined;
+      if (batch && batch.start <= at && at < batch.end) {
+        // A frame without fds may precede the fd-bearing one in the same read.
+        if (nfds > 0) claimed = batch;
+      } else if (nfds > 0) {
+        this.error = `frame at stream offset ${at} claims ${nfds} fds but none came with its first byte`;
+        break;
+      }
+      if (claimed && !claimed.truncated && claimed.fds.length !== nfds) {
+        this.error = `frame at stream offset ${at} claims ${nfds} fds but ${claimed.fds.length} came with it`;
+        break;
+      }
+
+      if (buf.length - off < HEADER_SIZE + length) break;
+      const payload = Buffer.allocUnsafe(length);
+      buf.copy(payload, 0, off + HEADER_SIZE, off + HEADER_SIZE + length);
+      let frameFds: number[] = [];
+      let truncated = false;
+      if (claimed) {
+        this.#batches.shift();
+        this.#held -= claimed.fds.length;
+        frameFds = claimed.fds;
+        truncated = claimed.truncated;
+      }
+      off += HEADER_SIZE + length;
+      const frameEnd = this.#base + off;
+      // A batch whose read ended inside the frame just completed was not
+      // claimed by it, and no later frame can start inside that read.
+      const next = this.#batches[0];
+      if (next && next.end <= frameEnd) {
+        this.#orphans.push(...frameFds);
+        this.error = `${next.fds.length} fd(s) arrived with bytes inside the frame at stream offset ${at}, not with a frame's first byte`;
+        break;
+      }
+      frames.push({
+        payload,
+        fds: frameFds,
+        flags,
+        credentials: this.#credsAt(at),
+        truncated,
+        expectedFds: nfds,
+      });
+    }
+    if (this.error !== undefined) return frames;
+    this.#pending = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off));
+    this.#base += off;
+    while (this.#creds.length > 0 && this.#creds[0]!.end <= this.#base) this.#creds.shift();
+    return frames;
+  }
+
+  /** Every fd still held (for frames not complete), handed to the caller to close. */
+  takeHeldFds(): number[] {
+    const out: number[] = this.#orphans;
+    this.#orphans = [];
+    for (const b of this.#batches) out.push(...b.fds);
+    this.#batches = [];
+    this.#held = 0;
+    return out;
+  }
+
+  #credsAt(at: number): Credentials | undefined {
+    for (const c of this.#creds) if (c.start <= at && at < c.end) return c.creds;
+    return undefined;
+  }
+
+}
