@@ -16,3 +16,6 @@ export {
   PeerRefusedError, TimeoutError, RemoteError, ChannelMessageError, errnoError,
 } from './errors';
 export type { ErrnoError } from './errors';
+export { Channel, withFds, ReplyWithFds, CHANNEL_FD_ENV } from './channel/channel';
+export type { ChannelMessage, RequestOptions, Handler, ChannelOptions } from './channel/channel';
+export { encodeChannel, decodeChannel } from './channel/codec';

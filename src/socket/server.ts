@@ -92,6 +92,9 @@ export class UnixServer extends EventEmitter {
     encodeAddress(address); // validate before any syscall
     const fd = check(native.socket(typeNum), 'socket');
     try {
+      // Accepted sockets inherit SO_PASSCRED, and messages queued before
+      // accept() then carry credentials too.
+      if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
       const ino = await bindPath(fd, address, options.mode ?? 0o600);
       try {
         check(native.listen(fd, backlog), 'listen', displayAddress(address));

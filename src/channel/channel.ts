@@ -1,0 +1,272 @@
+/**
+ * Channel: typed messages with fds between two processes, nginx's
+ * ngx_channel_t generalised. Runs over a framed SOCK_STREAM or a
+ * SOCK_SEQPACKET UnixSocket; works between a parent and its children
+ * (Channel.spawn / Channel.fromParent) and between unrelated processes
+ * (Channel.connect, or wrap a server's connections).
+ *
+ *   post(type, payload, fds)            one way
+ *   request(type, payload, opts)        resolves with the reply; timeout, signal
+ *   handle(type, fn)                    answers requests (and takes posts) of a type
+ *   'message' event                     posts that no handler took
+ *
+ * Ownership: fds sent are borrowed, as with UnixSocket.send(). fds received
+ * belong to the ChannelMessage (or Reply); whatever a handler or listener did
+ * not take is closed once it returns (a handler's promise has settled).
+ */
+import { EventEmitter } from 'node:events';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { UnixSocket, type SocketOptions } from '../socket/socket';
+import { Message } from '../socket/message';
+import type { Fd, FdLike } from '../socket/fd';
+import { encodeChannel, decodeChannel, Kind } from './codec';
+import { abortError, invalidArg, ProtocolError, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError } from '../errors';
+
+export interface ChannelMessage<T = unknown> {
+  readonly type: string;
+  readonly payload: T;
+  /** The fds that came with it, owned until taken (see Message.fds). */
+  readonly fds: readonly Fd[];
+  /** The underlying message: credentials, close(). */
+  readonly message: Message;
+}
+
+export interface RequestOptions {
+  fds?: readonly FdLike[];
+  /** Milliseconds, default the channel's (30 s). */
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+/** A handler's answer with fds: `return withFds(payload, [fd])`. */
+export class ReplyWithFds {
+  constructor(readonly payload: unknown, readonly fds: readonly FdLike[]) {}
+}
+export const withFds = (payload: unknown, fds: readonly FdLike[]) => new ReplyWithFds(payload, fds);
+
+export type Handler = (payload: any, msg: ChannelMessage) => unknown;
+
+interface PendingRequest {
+  resolve: (m: ChannelMessage) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout | undefined;
+  cleanup: () => void;
+}
+
+export interface ChannelOptions {
+  /** Default request timeout in ms (30 000). */
+  timeout?: number;
+}
+
+/** Environment variable naming the inherited channel fd in a child. */
+export const CHANNEL_FD_ENV = 'FDPASS_CHANNEL_FD';
+
+export class Channel extends EventEmitter {
+  readonly socket: UnixSocket;
+  #nextId = 1;
+  #pending = new Map<number, PendingRequest>();
+  #handlers = new Map<string, Handler>();
+  readonly #timeout: number;
+  #closed = false;
+
+  /** Takes ownership of `socket` (framed stream or seqpacket). */
+  constructor(socket: UnixSocket, options: ChannelOptions = {}) {
+    super();
+    if (socket.type === 'dgram' || socket.raw) throw invalidArg('a channel needs a framed stream or a seqpacket socket');
+    this.socket = socket;
+    this.#timeout = options.timeout ?? 30_000;
+    socket.on('message', (m: Message) => this.#onMessage(m));
+    socket.on('error', (err: Error) => this.emit('error', err));
+    socket.on('close', () => this.#onClose());
+  }
+
+  static pair(options: ChannelOptions & SocketOptions = {}): [Channel, Channel] {
+    const [a, b] = UnixSocket.pair({ type: options.type ?? 'seqpacket', ...options });
+    return [new Channel(a, options), new Channel(b, options)];
+  }
+
+  static async connect(address: string, options: ChannelOptions & SocketOptions = {}): Promise<Channel> {
+    return new Channel(await UnixSocket.connect(address, options), options);
+  }
+
+  /**
+   * Spawns a child with one end of a SEQPACKET pair as its fd 3 (the child
+   * calls Channel.fromParent()). Our copy of the child's end is closed once
+   * spawned, so the channel sees EOF when the child dies.
+   */
+  static spawn(command: string, args: readonly string[] = [], options: SpawnOptions & ChannelOptions = {}): { child: ChildProcess; channel: Channel } {
+    const [mine, theirs] = UnixSocket.pair({ type: 'seqpacket' });
+    let child: ChildProcess;
+    try {
+      const stdio = (options.stdio as unknown[] | undefined) ?? ['inherit', 'inherit', 'inherit'];
+      const base = Array.isArray(stdio) ? stdio.slice(0, 3) : [stdio, stdio, stdio];
+      child = spawn(command, args, {
+        ...options,
+        stdio: [...base, theirs.fd, ...(Array.isArray(stdio) ? stdio.slice(4) : [])] as SpawnOptions['stdio'],
+        env: { ...(options.env ?? process.env), [CHANNEL_FD_ENV]: '3' },
+      });
+    } catch (err) {
+      mine.close();
+      theirs.close();
+      throw err;
+    }
+    theirs.close();
+    return { child, channel: new Channel(mine, options) };
+  }
+
+  /** In a child started by Channel.spawn(): adopts the inherited channel. */
+  static fromParent(options: ChannelOptions = {}): Channel {
+    const fd = Number(process.env[CHANNEL_FD_ENV]);
+    if (!Number.isInteger(fd) || fd < 0) throw invalidArg(`${CHANNEL_FD_ENV} is not set: this process was not started with a channel`);
+    delete process.env[CHANNEL_FD_ENV]; // not for our own children
+    return new Channel(UnixSocket.fromFd(fd), options);
+  }
+
+  /** Registers the handler for requests (and posts) of `type`. */
+  handle(type: string, handler: Handler): this {
+    if (typeof handler !== 'function') throw invalidArg('handler must be a function');
+    this.#handlers.set(type, handler);
+    return this;
+  }
+
+  /** Sends a one-way message. */
+  post(type: string, payload?: unknown, fds?: readonly FdLike[]): Promise<void> {
+    return this.socket.send({ data: encodeChannel(Kind.Post, 0, type, payload), fds });
+  }
+
+  /** Sends a request and resolves with the reply (its fds owned by it). */
+  request<T = unknown>(type: string, payload?: unknown, options: RequestOptions = {}): Promise<ChannelMessage<T>> {
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (this.#closed) return Promise.reject(new SocketClosedError('channel is closed'));
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
+    const data = encodeChannel(Kind.Request, id, type, payload);
+    return new Promise<ChannelMessage<T>>((resolve, reject) => {
+      const timeout = options.timeout ?? this.#timeout;
+      const onAbort = () => {
+        this.#pending.delete(id);
+        p.cleanup();
+        reject(abortError(signal));
+      };
+      const p: PendingRequest = {
+        resolve: resolve as (m: ChannelMessage) => void,
+        reject,
+        timer: setTimeout(() => {
+          this.#pending.delete(id);
+          p.cleanup();
+          reject(new TimeoutError(`request '${type}' got no reply within ${timeout} ms`));
+        }, timeout),
+        cleanup: () => {
+          clearTimeout(p.timer);
+          signal?.removeEventListener('abort', onAbort);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(id, p);
+      this.socket.send({ data, fds: options.fds }).catch((err: Error) => {
+        if (this.#pending.delete(id)) {
+          p.cleanup();
+          reject(err);
+        }
+      });
+    });
+  }
+
+  #onMessage(m: Message): void {
+    let f;
+    try {
+      f = decodeChannel(m.data);
+    } catch (err) {
+      m.close();
+      this.emit('error', new ProtocolError(`bad channel message: ${(err as Error).message}`));
+      this.close();
+      return;
+    }
+    const msg: ChannelMessage = { type: f.type, payload: f.body, message: m, get fds() { return m.fds; } };
+    if (f.kind === Kind.Reply || f.kind === Kind.ErrorReply) {
+      const p = this.#pending.get(f.id);
+      if (!p) {
+        m.close(); // a reply that came too late: nobody owns its fds
+        return;
+      }
+      this.#pending.delete(f.id);
+      p.cleanup();
+      if (f.kind === Kind.Reply) p.resolve(msg);
+      else {
+        m.close();
+        const body = (f.body ?? {}) as { message?: string; code?: string };
+        p.reject(new RemoteError(`'${f.type}' failed in the peer: ${body.message ?? 'unknown error'}`, body.code));
+      }
+      return;
+    }
+    const handler = this.#handlers.get(f.type);
+    if (f.kind === Kind.Request) {
+      void this.#answer(f.id, f.type, handler, msg);
+      return;
+    }
+    if (handler) {
+      void this.#run(handler, msg).finally(() => m.close());
+    } else if (this.listenerCount('message') > 0) {
+      try {
+        this.emit('message', msg);
+      } finally {
+        m.close();
+      }
+    } else {
+      m.close();
+      this.emit('error', new ChannelMessageError(`no handler or 'message' listener for '${f.type}'; its fds were closed`));
+    }
+  }
+
+  async #run(handler: Handler, msg: ChannelMessage): Promise<unknown> {
+    return handler(msg.payload, msg);
+  }
+
+  async #answer(id: number, type: string, handler: Handler | undefined, msg: ChannelMessage): Promise<void> {
+    let kind = Kind.Reply;
+    let body: unknown;
+    let fds: readonly FdLike[] | undefined;
+    try {
+      if (!handler) throw Object.assign(new Error(`no handler for '${type}'`), { code: 'FDPASS_ERR_NO_HANDLER' });
+      const r = await this.#run(handler, msg);
+      if (r instanceof ReplyWithFds) {
+        body = r.payload;
+        fds = r.fds;
+      } else body = r;
+    } catch (err) {
+      kind = Kind.ErrorReply;
+      const e = err as { message?: string; code?: unknown };
+      body = { message: String(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : undefined };
+    } finally {
+      msg.message.close();
+    }
+    if (this.#closed) return;
+    try {
+      await this.socket.send({ data: encodeChannel(kind, id, type, body), fds });
+    } catch (err) {
+      if (!this.#closed) this.emit('error', err);
+    }
+  }
+
+  #onClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const err = new SocketClosedError('channel closed before the reply came');
+    for (const p of this.#pending.values()) {
+      p.cleanup();
+      p.reject(err);
+    }
+    this.#pending.clear();
+    this.emit('close');
+  }
+
+  close(): void {
+    this.socket.close();
+    this.#onClose();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * The fdpass command line: socat for file descriptors. Parses arguments and
+ * calls the library; every failure is one line on stderr,
+ * `fdpass: <what failed>: <code>`, and a non-zero exit status
+ * (1 for a failed operation, 2 for a usage error).
+ */
+import { UsageError } from './args';
+import { send } from './send';
+import { recv } from './recv';
+import { demo } from './demo';
+
+
+const USAGE = `usage:
+  fdpass send (--connect PATH | --listen PATH) [--type stream|seqpacket|dgram] [--raw]
+              [--data TEXT] [--credentials] FILE...
+  fdpass recv (--connect PATH | --listen PATH) [--type stream|seqpacket|dgram] [--raw]
+              [--count N] [--write TEXT] [--read]
+  fdpass demo                 a live run of the seed scenarios
+  fdpass --help | --version
+
+PATH is a filesystem path, or @name for a Linux abstract socket.
+send opens each FILE read-write (created if missing) and sends all their fds in one message.
+recv prints one JSON line per message: {"data", "fds":[{"fd","kind","target"}], "credentials"?}.
+Without --raw both sides speak fdpass framing; --raw is plain sendmsg/recvmsg.`;
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'send':
+        await send(rest);
+        break;
+      case 'recv':
+        await recv(rest);
+        break;
+      case 'demo':
+        await demo(rest);
+        break;
+      case '--version':
+      case '-v':
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        process.stdout.write(`${require('../../../package.json').version}\n`);
+        break;
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        process.stdout.write(USAGE + '\n');
+        if (cmd === undefined) process.exitCode = 2;
+        break;
+      default:
+        throw new UsageError(`unknown command '${cmd}'`);
+    }
+  } catch (err) {
+    fail(err);
+  }
+}
+
+/** Prints `fdpass: <what failed>: <code>` and sets the exit status. */
+export function fail(err: unknown): void {
+  if (err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ||
+      (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`fdpass: ${(err as Error).message.split('. ')[0]}: EUSAGE\n${USAGE.split('\n').slice(0, 5).join('\n')}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const e = err as { message?: string; code?: string; syscall?: string; path?: string };
+  let what = e.message ?? String(err);
+  const code = e.code ?? 'EFAIL';
+  // Node-style system errors read "connect ENOENT /path": say it as "connect /path".
+  if (e.syscall) what = `${e.syscall}${e.path ? ' ' + e.path : ''}`;
+  process.stderr.write(`fdpass: ${what}: ${code}\n`);
+  process.exitCode = 1;
+}
+
