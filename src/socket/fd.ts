@@ -8,6 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as dgram from 'node:dgram';
 import { native } from '../native';
 import { errnoError, invalidFd } from '../errors';
 
@@ -129,14 +130,26 @@ export function fdNumber(x: FdLike): number {
   let n: unknown;
   if (typeof x === 'number') n = x;
   else if (x instanceof Fd) n = x.fd;
+  else if (x instanceof dgram.Socket) n = dgramHandle(x)?.fd;
   else if (x !== null && typeof x === 'object') {
     const handle = (x as { _handle?: { fd?: unknown } | null })._handle;
     if ('fd' in x && typeof (x as { fd: unknown }).fd === 'number') n = (x as { fd: number }).fd;
     else if (handle && typeof handle.fd === 'number') n = handle.fd;
     else throw invalidFd(`${x.constructor?.name ?? 'object'} has no open fd (is it closed or not yet bound?)`);
   }
+  if (typeof x === 'object' && (n === undefined || n === -1)) {
+    throw invalidFd(`${x.constructor?.name ?? 'object'} has no open fd (is it closed or not yet bound?)`);
+  }
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 0x7fffffff) {
     throw invalidFd(`not an fd: ${typeof x === 'number' ? x : typeof x}`);
   }
   return n;
+}
+
+/** dgram.Socket keeps its handle under a symbol (its `_handle` getter is
+ * deprecated, DEP0112). */
+function dgramHandle(s: dgram.Socket): { fd?: number } | undefined {
+  const sym = Object.getOwnPropertySymbols(s).find((k) => k.description === 'state symbol');
+  const state = sym ? (s as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym] : undefined;
+  return state?.handle ?? undefined;
 }

@@ -7,10 +7,10 @@
  * - SOCK_SEQPACKET and SOCK_DGRAM keep boundaries themselves: one packet, one
  *   message.
  *
- * Ownership: send() borrows the caller's fds; they stay open and the caller's.
- * A message the kernel cannot take at once is queued with duplicates of its
- * fds, so the caller may close its own as soon as send() returns. Received
- * fds belong to the Message until taken.
+ * Ownership: send() borrows the caller's fds until its promise settles; they
+ * stay open and the caller's, and must not be closed before then (when the
+ * kernel takes the message at once, the common case, that is before send()
+ * returns). Received fds belong to the Message until taken.
  */
 import { EventEmitter } from 'node:events';
 import { native, K, type PollHandle } from '../native';
@@ -50,7 +50,7 @@ export interface SocketOptions {
 export interface OutgoingMessage {
   /** Payload bytes. A raw SOCK_STREAM message with fds needs at least one. */
   data?: string | Uint8Array;
-  /** 0..253 fds, borrowed for the duration of the call. */
+  /** 0..253 fds, borrowed until the promise settles: keep them open till then. */
   fds?: readonly FdLike[];
   /** Attach SCM_CREDENTIALS: true for this process's own, or explicit ones
    * (the kernel refuses others' with EPERM unless privileged). */
@@ -117,7 +117,7 @@ interface Pending {
   bytes: Buffer;
   /** Bytes already taken by the kernel (a short stream write). */
   off: number;
-  /** Owned duplicates, closed once the kernel has them; null once sent. */
+  /** Borrowed fd numbers; null once they went with the first byte. */
   fds: Int32Array | null;
   creds: Credentials | null;
   to: Buffer | null;
@@ -382,18 +382,9 @@ export class UnixSocket extends EventEmitter {
         return Promise.reject(err);
       }
     }
-    // Queue behind others (or retry later) with our own copies of the fds.
-    const owned = new Int32Array(nfds);
-    for (let i = 0; i < nfds; i++) {
-      const d = native.dup(SFDS[i]!);
-      if (d < 0) {
-        native.closeMany(owned, 0, i);
-        if (d === EBADF) throw invalidFd(`fd ${SFDS[i]} is not open`);
-        return Promise.reject(errnoError(d, 'fcntl'));
-      }
-      owned[i] = d;
-    }
-    return this.#enqueue(bytes, 0, owned, creds, to);
+    // Queue behind others (or retry later). The fds stay borrowed until the
+    // promise settles, as a buffer handed to fs.write() does.
+    return this.#enqueue(bytes, 0, nfds > 0 ? SFDS.slice(0, nfds) : null, creds, to);
   }
 
   #enqueue(bytes: Buffer, off: number, fds: Int32Array | null, creds: Credentials | null, to: Buffer | null): Promise<void> {
@@ -450,7 +441,7 @@ export class UnixSocket extends EventEmitter {
       if (SRESULT[1]! > 0) {
         // The head went in part; its fds went with its first byte.
         head.off += SRESULT[1]!;
-        closeOwned(head);
+        head.fds = null;
       }
       if (r === EAGAIN) {
         // Unconnected datagram senders get no writability event for a full
@@ -484,7 +475,7 @@ export class UnixSocket extends EventEmitter {
   }
 
   #settle(p: Pending, err: Error | null): void {
-    closeOwned(p);
+    p.fds = null;
     if (err) p.reject(err);
     else p.resolve();
   }
@@ -876,13 +867,6 @@ function setMeta(i: number, len: number, nfds: number, creds: Credentials | null
     SMETA[m + 3] = creds.pid;
     SMETA[m + 4] = creds.uid | 0;
     SMETA[m + 5] = creds.gid | 0;
-  }
-}
-
-function closeOwned(p: Pending): void {
-  if (p.fds) {
-    native.closeMany(p.fds, 0, p.fds.length);
-    p.fds = null;
   }
 }
 

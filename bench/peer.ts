@@ -1,0 +1,96 @@
+/**
+ * Benchmark roles, each run in its own process by bench/run.ts. Both sides
+ * use the public async API over a socketpair inherited as fd 3, as the C
+ * baseline (bench/c/fdbench.c) does with fork().
+ *
+ *   node peer.js throughput TYPE K M   receiver; spawns the sender
+ *   node peer.js pingpong TYPE M       round trips of one fd
+ * Each prints one JSON line, in the C baseline's format.
+ */
+import * as fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { UnixSocket, type SocketType } from '../src';
+
+const ONE = Buffer.from('x');
+const WARMUP = 1000;
+
+function child(role: string, args: string[], sock: UnixSocket) {
+  const c = spawn(process.execPath, [__filename, role, ...args], { stdio: ['ignore', 'inherit', 'inherit', sock.fd] });
+  sock.close();
+  return c;
+}
+
+async function throughputRecv(type: SocketType, k: number, m: number): Promise<void> {
+  const [mine, theirs] = UnixSocket.pair({ type });
+  const c = child('throughput-send', [type, String(k), String(m)], theirs);
+  const total = WARMUP + m;
+  let n = 0;
+  let fds = 0;
+  let t0 = 0n;
+  for await (const msg of mine) {
+    fds += msg.fdCount;
+    msg.close();
+    if (++n === WARMUP) t0 = process.hrtime.bigint();
+    if (n === total) break;
+  }
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (fds !== total * k) throw new Error(`received ${fds} fds, expected ${total * k}`);
+  mine.close();
+  await new Promise((res) => c.on('exit', res));
+  console.log(JSON.stringify({ mode: 'throughput', type, fds: k, count: m, seconds: s, msgs_per_s: m / s, fds_per_s: (m * k) / s }));
+}
+
+async function throughputSend(type: SocketType, k: number, m: number): Promise<void> {
+  const sock = UnixSocket.fromFd(3, {});
+  const fds = Array.from({ length: k }, () => fs.openSync('/dev/null', 'r'));
+  const total = WARMUP + m;
+  let last: Promise<void> = Promise.resolve();
+  for (let i = 0; i < total; i++) {
+    last = sock.send({ data: ONE, fds });
+    // Keep a bounded window in flight: wait on every 256th send.
+    if ((i & 255) === 255) await last;
+  }
+  await last;
+  await sock.end();
+  for (const fd of fds) fs.closeSync(fd);
+}
+
+async function pingpong(type: SocketType, m: number): Promise<void> {
+  const [mine, theirs] = UnixSocket.pair({ type });
+  const c = child('pong', [type], theirs);
+  const fd = fs.openSync('/dev/null', 'r');
+  const rtt = new Float64Array(m);
+  for (let i = 0; i < WARMUP + m; i++) {
+    const t0 = process.hrtime.bigint();
+    await mine.send({ data: ONE, fds: [fd] });
+    const back = await mine.receive();
+    back.close();
+    if (i >= WARMUP) rtt[i - WARMUP] = Number(process.hrtime.bigint() - t0) / 1e3;
+  }
+  mine.close();
+  fs.closeSync(fd);
+  await new Promise((res) => c.on('exit', res));
+  rtt.sort();
+  const q = (p: number) => rtt[Math.min(m - 1, Math.floor(p * m))]!;
+  console.log(JSON.stringify({ mode: 'pingpong', type, count: m, p50_us: q(0.5), p90_us: q(0.9), p99_us: q(0.99) }));
+}
+
+async function pong(): Promise<void> {
+  const sock = UnixSocket.fromFd(3);
+  for await (const msg of sock) {
+    await sock.send({ data: ONE, fds: msg.fds });
+    msg.close();
+  }
+}
+
+const [role, ...a] = process.argv.slice(2);
+const run: Record<string, () => Promise<void>> = {
+  throughput: () => throughputRecv(a[0] as SocketType, Number(a[1]), Number(a[2])),
+  'throughput-send': () => throughputSend(a[0] as SocketType, Number(a[1]), Number(a[2])),
+  pingpong: () => pingpong(a[0] as SocketType, Number(a[1])),
+  pong: () => pong(),
+};
+run[role!]!().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

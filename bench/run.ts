@@ -1,0 +1,111 @@
+/**
+ * `npm run bench`: fdpass against its baselines, measured in the same run on
+ * the same machine. Each scenario runs ROUNDS times, alternating baseline and
+ * fdpass so that noise from other tenants hits both; the median is reported.
+ * Ratios from one run are what to compare, not absolute figures.
+ *
+ * Baselines: bench/c/fdbench.c (the same syscalls in C, compiled here with
+ * cc), and Node's own subprocess.send(message, handle).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+
+const ROOT = path.join(__dirname, '..', '..');
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const QUICK = process.env.BENCH_QUICK === '1';
+const M1 = QUICK ? 100_000 : 1_000_000;
+const M253 = QUICK ? 2_000 : 20_000;
+const MRTT = QUICK ? 10_000 : 100_000;
+
+type Row = Record<string, number | string>;
+
+function run(cmd: string, args: string[]): Row {
+  const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
+  const line = out.trim().split('\n').pop()!;
+  return JSON.parse(line) as Row;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+function compileC(): string {
+  const out = path.join(ROOT, 'build', 'bench', 'fdbench');
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  execFileSync('cc', ['-O2', '-Wall', '-o', out, path.join(ROOT, 'bench', 'c', 'fdbench.c')], { stdio: 'inherit' });
+  return out;
+}
+
+function main(): void {
+  const fdbench = compileC();
+  const peer = path.join(__dirname, 'peer.js');
+  const childSend = path.join(__dirname, 'child-send.js');
+  const node = process.execPath;
+  const pinned = (args: string[]) => ['-c', '0', ...args];
+
+  const scenarios: { name: string; unit: string; key: string; c: string[]; n: string[]; target: string; better: 'higher' | 'lower'; min?: number; max?: number; cmd?: string }[] = [
+    { name: '1 fd per message, SEQPACKET', unit: 'msgs/s', key: 'msgs_per_s', target: '>= 0.8x C', better: 'higher', min: 0.8,
+      c: [fdbench, 'throughput', '--type', 'seqpacket', '--fds', '1', '--count', String(M1)],
+      n: [node, peer, 'throughput', 'seqpacket', '1', String(M1)] },
+    { name: '253 fds per message, SEQPACKET', unit: 'fds/s', key: 'fds_per_s', target: '>= 0.95x C', better: 'higher', min: 0.95,
+      c: [fdbench, 'throughput', '--type', 'seqpacket', '--fds', '253', '--count', String(M253)],
+      n: [node, peer, 'throughput', 'seqpacket', '253', String(M253)] },
+    { name: '1 fd per message, STREAM (fdpass framed)', unit: 'msgs/s', key: 'msgs_per_s', target: '(info)', better: 'higher',
+      c: [fdbench, 'throughput', '--type', 'stream', '--fds', '1', '--count', String(M1)],
+      n: [node, peer, 'throughput', 'stream', '1', String(M1)] },
+    { name: '253 fds per message, STREAM (fdpass framed)', unit: 'fds/s', key: 'fds_per_s', target: '(info)', better: 'higher',
+      c: [fdbench, 'throughput', '--type', 'stream', '--fds', '253', '--count', String(M253)],
+      n: [node, peer, 'throughput', 'stream', '253', String(M253)] },
+    { name: 'round trip of 1 fd, one CPU, p50', unit: 'us', key: 'p50_us', target: '<= 1.5x C', better: 'lower', max: 1.5,
+      c: ['taskset', ...pinned([fdbench, 'pingpong', '--type', 'seqpacket', '--count', String(MRTT)])],
+      n: ['taskset', ...pinned([node, peer, 'pingpong', 'seqpacket', String(MRTT)])] },
+  ];
+
+  const results: Row[] = [];
+  const table: string[][] = [];
+  for (const s of scenarios) {
+    const cv: number[] = [];
+    const nv: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      cv.push(Number(run(s.c[0]!, s.c.slice(1))[s.key]));
+      nv.push(Number(run(s.n[0]!, s.n.slice(1))[s.key]));
+    }
+    const c = median(cv);
+    const n = median(nv);
+    const ratio = n / c;
+    const ok = s.min !== undefined ? ratio >= s.min : s.max !== undefined ? ratio <= s.max : undefined;
+    results.push({ scenario: s.name, unit: s.unit, c, fdpass: n, ratio, target: s.target, rounds_c: cv.join(' '), rounds_fdpass: nv.join(' ') });
+    table.push([s.name, s.unit, fmt(c), fmt(n), `${ratio.toFixed(2)}x`, s.target, ok === undefined ? '' : ok ? 'met' : 'MISSED']);
+    process.stderr.write(`  done: ${s.name}\n`);
+  }
+
+  // Node's own fd passing, against fdpass's 1-fd message rate.
+  const cs: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) cs.push(Number(run(node, [childSend, 'server', String(QUICK ? 3000 : 20000)]).handles_per_s));
+  const csSock = Number(run(node, [childSend, 'socket', String(QUICK ? 2000 : 10000)]).handles_per_s);
+  const child = median(cs);
+  const ours = Number(results[0]!.fdpass);
+  const x = ours / child;
+  table.push(['vs child.send(msg, net.Server)', 'handles/s', fmt(child), fmt(ours), `${x.toFixed(1)}x`, '>= 30x', x >= 30 ? 'met' : 'MISSED']);
+  table.push(['   (child.send(msg, net.Socket))', 'handles/s', fmt(csSock), fmt(ours), `${(ours / csSock).toFixed(1)}x`, '', '']);
+  results.push({ scenario: 'child.send', unit: 'handles/s', server: child, socket: csSock, fdpass: ours, ratio: x });
+
+  const cpu = os.cpus()[0]?.model ?? 'unknown';
+  const header = `fdpass benchmark ${new Date().toISOString()}  |  ${cpu} x${os.cpus().length}  |  Linux ${os.release()}  |  Node ${process.version}  |  median of ${ROUNDS}${QUICK ? ' (quick)' : ''}`;
+  const cols = ['scenario', 'unit', 'C / baseline', 'fdpass', 'ratio', 'target', ''];
+  const lines = [header, '', `| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`, ...table.map((r) => `| ${r.join(' | ')} |`)];
+  console.log(lines.join('\n'));
+  const outDir = path.join(ROOT, 'build', 'bench');
+  fs.writeFileSync(path.join(outDir, 'latest.json'), JSON.stringify({ header, results }, null, 2));
+  fs.writeFileSync(path.join(outDir, 'latest.md'), lines.join('\n') + '\n');
+}
+
+function fmt(v: number): string {
+  if (v >= 1000) return Math.round(v).toLocaleString('en-US');
+  return v.toFixed(1);
+}
+
+main();
