@@ -137,7 +137,7 @@ export function fdNumber(x: FdLike): number {
     else if (handle && typeof handle.fd === 'number') n = handle.fd;
     else throw invalidFd(`${x.constructor?.name ?? 'object'} has no open fd (is it closed or not yet bound?)`);
   }
-  if (typeof x === 'object' && (n === undefined || n === -1)) {
+  if (x !== null && typeof x === 'object' && (n === undefined || n === -1)) {
     throw invalidFd(`${x.constructor?.name ?? 'object'} has no open fd (is it closed or not yet bound?)`);
   }
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 0x7fffffff) {

@@ -45,7 +45,7 @@ export function encodeFrame(payload: Uint8Array, nfds: number, flags = 0): Buffe
 
 export interface Frame {
   readonly payload: Buffer;
-  readonly fds: number[];
+  readonly fds: Int32Array;
   readonly flags: number;
   /** Credentials that came with the read holding the frame's first byte. */
   readonly credentials: Credentials | undefined;
@@ -62,7 +62,7 @@ export interface Credentials {
 }
 
 interface FdBatch {
-  fds: number[];
+  fds: Int32Array;
   start: number;
   end: number;
   truncated: boolean;
@@ -82,10 +82,13 @@ export interface DecoderOptions {
  * push() still returns the frames completed before it (whose fds the caller
  * now owns), and takeHeldFds() returns every other fd it held, to be closed.
  */
+const EMPTY = Buffer.alloc(0);
+const NO_FDS: Int32Array = new Int32Array(0);
+
 export class FrameDecoder {
   readonly #maxPayload: number;
   readonly #maxHeldFds: number;
-  #pending: Buffer = Buffer.alloc(0);
+  #pending: Buffer = EMPTY;
   /** Stream offset of #pending[0]. */
   #base = 0;
   /** Stream offset just past the last byte pushed. */
@@ -112,27 +115,29 @@ export class FrameDecoder {
     return this.#held;
   }
 
-  push(chunk: Uint8Array, fds: ArrayLike<number> = [], truncated = false, creds?: Credentials): Frame[] {
+  /** `fds` is taken over (kept, not copied): pass a fresh array. */
+  push(chunk: Uint8Array, fds: Int32Array | readonly number[] = NO_FDS, truncated = false, creds?: Credentials): Frame[] {
+    const batchFds = fds instanceof Int32Array ? fds : Int32Array.from(fds);
     if (this.error !== undefined) {
       // Dead: take nothing on; whatever came with this read is the caller's.
-      this.#orphans.push(...Array.from(fds));
+      this.#orphans.push(...batchFds);
       return [];
     }
     const start = this.#end;
     this.#end += chunk.length;
-    if (fds.length > 0 || truncated) {
-      this.#batches.push({ fds: Array.from(fds), start, end: this.#end, truncated });
-      this.#held += fds.length;
+    if (batchFds.length > 0 || truncated) {
+      this.#batches.push({ fds: batchFds, start, end: this.#end, truncated });
+      this.#held += batchFds.length;
       if (this.#held > this.#maxHeldFds) {
         this.error = `peer sent ${this.#held} fds not yet claimed by complete frames (limit ${this.#maxHeldFds})`;
         return [];
       }
     }
-    if (creds && chunk.length > 0) this.#creds.push({ start, end: this.#end, creds });
+    if (creds !== undefined && chunk.length > 0) this.#creds.push({ start, end: this.#end, creds });
 
     let buf: Buffer;
     if (this.#pending.length === 0) {
-      buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     } else {
       buf = Buffer.concat([this.#pending, chunk]);
     }
@@ -177,9 +182,8 @@ export class FrameDecoder {
       }
 
       if (buf.length - off < HEADER_SIZE + length) break;
-      const payload = Buffer.allocUnsafe(length);
-      buf.copy(payload, 0, off + HEADER_SIZE, off + HEADER_SIZE + length);
-      let frameFds: number[] = [];
+      const payload = copyOut(buf, off + HEADER_SIZE, length);
+      let frameFds: Int32Array = NO_FDS;
       let truncated = false;
       if (claimed) {
         this.#batches.shift();
@@ -201,13 +205,13 @@ export class FrameDecoder {
         payload,
         fds: frameFds,
         flags,
-        credentials: this.#credsAt(at),
+        credentials: this.#creds.length > 0 ? this.#credsAt(at) : undefined,
         truncated,
         expectedFds: nfds,
       });
     }
     if (this.error !== undefined) return frames;
-    this.#pending = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off));
+    this.#pending = off === buf.length ? EMPTY : Buffer.from(buf.subarray(off));
     this.#base += off;
     while (this.#creds.length > 0 && this.#creds[0]!.end <= this.#base) this.#creds.shift();
     return frames;
@@ -228,4 +232,16 @@ export class FrameDecoder {
     return undefined;
   }
 
+}
+
+/** A copy of buf[start, start + length): a plain loop for small payloads,
+ * where Buffer#copy's argument checking costs more than the copy. */
+function copyOut(buf: Buffer, start: number, length: number): Buffer {
+  const out = Buffer.allocUnsafe(length);
+  if (length <= 64) {
+    for (let i = 0; i < length; i++) out[i] = buf[start + i]!;
+  } else {
+    out.set(buf.subarray(start, start + length));
+  }
+  return out;
 }

@@ -84,12 +84,17 @@ export class UnixServer extends EventEmitter {
   }
 
   /** Binds and listens on `address` (a path, or '\0name' for abstract). */
-  static async listen(address: string, options: ServerOptions = {}): Promise<UnixServer> {
+  static listen(address: string, options: ServerOptions = {}): Promise<UnixServer> {
+    // Bad arguments throw here, synchronously, before any system call.
     const typeNum = typeNumber(options.type);
     if (typeNum === K.SOCK_DGRAM) throw unsupported('a datagram socket does not listen: use UnixSocket.datagram({ bind })');
     const backlog = options.backlog ?? 511;
     if (!Number.isInteger(backlog) || backlog < 0) throw new RangeError(`backlog must be a non-negative integer, got ${backlog}`);
-    encodeAddress(address); // validate before any syscall
+    encodeAddress(address);
+    return UnixServer.#listen(address, typeNum, backlog, options);
+  }
+
+  static async #listen(address: string, typeNum: number, backlog: number, options: ServerOptions): Promise<UnixServer> {
     const fd = check(native.socket(typeNum), 'socket');
     try {
       // Accepted sockets inherit SO_PASSCRED, and messages queued before

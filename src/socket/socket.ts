@@ -206,9 +206,14 @@ export class UnixSocket extends EventEmitter {
 
   /** Connects to a listening socket (path, or '\0name' for abstract). A full
    * backlog (EAGAIN) is retried until `timeout` ms (default 10 s) pass. */
-  static async connect(address: string, options: SocketOptions & { timeout?: number; signal?: AbortSignal } = {}): Promise<UnixSocket> {
+  static connect(address: string, options: SocketOptions & { timeout?: number; signal?: AbortSignal } = {}): Promise<UnixSocket> {
+    // Bad arguments throw here, synchronously, before any system call.
     const type = typeNumber(options.type);
     const addr = encodeAddress(address);
+    return UnixSocket.#connect(address, type, addr, options);
+  }
+
+  static async #connect(address: string, type: number, addr: Buffer, options: SocketOptions & { timeout?: number; signal?: AbortSignal }): Promise<UnixSocket> {
     const deadline = Date.now() + (options.timeout ?? 10_000);
     const fd = check(native.socket(type), 'socket');
     try {
@@ -230,7 +235,14 @@ export class UnixSocket extends EventEmitter {
   /** A SOCK_DGRAM socket, bound to `bind` when given (to receive, and so
    * that receivers see a sender address), connected to `connect` when given
    * (then send() needs no `to`). */
-  static async datagram(options: Omit<SocketOptions, 'type' | 'raw'> & { bind?: string; connect?: string; mode?: number } = {}): Promise<UnixSocket> {
+  static datagram(options: Omit<SocketOptions, 'type' | 'raw'> & { bind?: string; connect?: string; mode?: number } = {}): Promise<UnixSocket> {
+    // Bad addresses throw here, synchronously, before any system call.
+    if (options.bind !== undefined) encodeAddress(options.bind);
+    if (options.connect !== undefined) encodeAddress(options.connect);
+    return UnixSocket.#datagram(options);
+  }
+
+  static async #datagram(options: Omit<SocketOptions, 'type' | 'raw'> & { bind?: string; connect?: string; mode?: number }): Promise<UnixSocket> {
     const fd = check(native.socket(K.SOCK_DGRAM), 'socket');
     try {
       if (options.bind !== undefined) {
@@ -354,23 +366,28 @@ export class UnixSocket extends EventEmitter {
     if (this.#closed) return Promise.reject(new SocketClosedError());
     if (this.#writeError) return Promise.reject(this.#writeError);
 
+    // The bytes on the wire: the payload, behind a frame header when framed.
+    // A framed message that may go out at once is built in the scratch
+    // buffer; it gets a buffer of its own only if it has to wait.
+    const fast = this.#queue.length === 0 && !this.#writeBlocked;
+    const size = this.#framed ? HEADER_SIZE + data.length : data.length;
     let bytes: Buffer;
-    if (this.#framed) {
-      bytes = Buffer.allocUnsafe(HEADER_SIZE + data.length);
+    if (!this.#framed) bytes = data;
+    else {
+      bytes = fast && size <= SEND_INLINE ? SBUF : Buffer.allocUnsafe(size);
       writeHeader(bytes, 0, nfds, data.length, creds ? FLAG_CREDENTIALS : 0);
-      bytes.set(data, HEADER_SIZE);
-    } else {
-      bytes = data;
+      copyInto(bytes, HEADER_SIZE, data);
     }
 
-    if (this.#queue.length === 0 && !this.#writeBlocked) {
-      // Fast path: straight to the kernel, no copy of the fds needed.
-      setMeta(0, bytes.length, nfds, creds);
+    if (fast) {
+      // Straight to the kernel.
+      setMeta(0, size, nfds, creds);
       const r = native.sendmsgs(this.#fd, bytes, SMETA, SFDS, 1, to, SRESULT);
       if (r === 0) {
         this.#retryDelay = RETRY_MIN_MS;
         return RESOLVED;
       }
+      if (bytes === SBUF && isRetryable(r)) bytes = Buffer.from(SBUF.subarray(0, size));
       if (r === EAGAIN && SRESULT[1]! > 0) {
         // A short stream write: the fds went with the first byte.
         return this.#enqueue(bytes, SRESULT[1]!, null, null, null);
@@ -535,6 +552,8 @@ export class UnixSocket extends EventEmitter {
     const { signal, timeout } = options;
     if (signal?.aborted) return Promise.reject(abortError(signal));
     if (this.#inbox.length > 0) return settleItem(this.#take());
+    // EOF may have come in the same read as the messages just taken.
+    if (this.#eof && !this.#closed) this.#finishEnd();
     if (this.#closed || this.#ended) return Promise.reject(new SocketClosedError('no more messages: the socket is closed'));
     return new Promise<Message>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
@@ -593,6 +612,7 @@ export class UnixSocket extends EventEmitter {
         }
         return Promise.resolve({ value: item, done: false });
       }
+      if (this.#eof && !this.#closed) this.#finishEnd();
       if (this.#closed || this.#ended) {
         finish();
         return Promise.resolve({ value: undefined, done: true });
@@ -741,15 +761,15 @@ export class UnixSocket extends EventEmitter {
 
   #takeFrames(chunk: Buffer, fds: Int32Array | null, ctrunc: boolean, creds: Credentials | undefined): void {
     const dec = this.#decoder!;
-    const frames = dec.push(chunk, fds ?? [], ctrunc, creds);
+    const frames = dec.push(chunk, fds ?? undefined, ctrunc, creds);
     for (const f of frames) {
       if (f.truncated) {
-        if (f.fds.length) native.closeMany(Int32Array.from(f.fds), 0, f.fds.length);
+        if (f.fds.length) native.closeMany(f.fds, 0, f.fds.length);
         this.#inbox.push(new ControlTruncatedError(f.fds.length, f.expectedFds));
         continue;
       }
       const credentials = f.flags & FLAG_CREDENTIALS ? f.credentials : undefined;
-      this.#inbox.push(new Message(f.payload, f.fds.length ? Int32Array.from(f.fds) : null, credentials));
+      this.#inbox.push(new Message(f.payload, f.fds.length ? f.fds : null, credentials));
     }
     if (dec.error !== undefined) {
       this.#destroy(new ProtocolError(dec.error));
@@ -837,15 +857,17 @@ export class UnixSocket extends EventEmitter {
   #destroy(err: Error): void {
     if (this.#closed || this.#failed) return;
     this.#failed = true;
+    const consumers = this.#waiters.length + this.#iterators + this.listenerCount('message');
+    // Queue the error before failing the writes: with the inbox empty,
+    // #failWrites() would end the socket as if at a clean EOF.
+    if (consumers > 0) this.#inbox.push(err);
     this.#eof = true;
     this.#failWrites(err);
-    const consumers = this.#waiters.length + this.#iterators + this.listenerCount('message');
     if (consumers === 0) {
       process.nextTick(() => this.emit('error', err));
       this.close();
       return;
     }
-    this.#inbox.push(err);
     this.#pump();
   }
 
@@ -868,6 +890,14 @@ function setMeta(i: number, len: number, nfds: number, creds: Credentials | null
     SMETA[m + 4] = creds.uid | 0;
     SMETA[m + 5] = creds.gid | 0;
   }
+}
+
+/** dst.set(src, off), with a plain loop for the small payloads where the
+ * call costs more than the copy. */
+function copyInto(dst: Buffer, off: number, src: Buffer): void {
+  const n = src.length;
+  if (n <= 64) for (let i = 0; i < n; i++) dst[off + i] = src[i]!;
+  else dst.set(src, off);
 }
 
 function isRetryable(r: number): boolean {

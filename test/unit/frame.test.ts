@@ -10,7 +10,7 @@ test('one read, one frame, its fds', () => {
   const [f, ...rest] = d.push(frame('hello', 2), [7, 8]);
   assert.equal(rest.length, 0);
   assert.equal(f!.payload.toString(), 'hello');
-  assert.deepEqual(f!.fds, [7, 8]);
+  assert.deepEqual([...f!.fds], [7, 8]);
   assert.equal(d.error, undefined);
 });
 
@@ -18,7 +18,7 @@ test('several frames in one read: the fd batch goes to the last frame that start
   const d = new FrameDecoder();
   const bytes = Buffer.concat([frame('a'), frame('b'), frame('c', 1)]);
   const fs = d.push(bytes, [42]);
-  assert.deepEqual(fs.map((f) => [f.payload.toString(), f.fds]), [['a', []], ['b', []], ['c', [42]]]);
+  assert.deepEqual(fs.map((f) => [f.payload.toString(), [...f.fds]]), [['a', []], ['b', []], ['c', [42]]]);
 });
 
 test('a frame split across reads at every byte boundary', () => {
@@ -39,7 +39,7 @@ test('a frame split across reads at every byte boundary', () => {
     }
     const out = parts.flatMap(([bytes, fds]) => d.push(bytes, fds));
     assert.equal(d.error, undefined, `cut ${cut}: ${d.error}`);
-    assert.deepEqual(out.map((f) => f.fds), [[10], [], [20, 21, 22]], `cut ${cut}`);
+    assert.deepEqual(out.map((f) => [...f.fds]), [[10], [], [20, 21, 22]], `cut ${cut}`);
     assert.equal(out[1]!.payload.toString(), 'second-frame-payload');
   }
 });
