@@ -275,6 +275,17 @@ static napi_value fdp_peer_cred(napi_env env, napi_callback_info info) {
   return fdpass_int(env, 0);
 }
 
+/* sockError(fd) -> -errno pending on the socket (SO_ERROR, which clears it), or 0 */
+static napi_value fdp_sock_error(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(1);
+  int32_t fd;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  int v = 0;
+  socklen_t l = sizeof(v);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &v, &l) < 0) return fdpass_int(env, -errno);
+  return fdpass_int(env, -v);
+}
+
 /* setPassCred(fd, on) -> 0: SO_PASSCRED */
 static napi_value fdp_set_pass_cred(napi_env env, napi_callback_info info) {
   FDPASS_ARGS(2);
@@ -580,6 +591,10 @@ static napi_value fdp_recvmsgs(napi_env env, napi_callback_info info) {
     /* A short stream read means the queue is (momentarily) empty, or the
      * kernel stopped at an fd-bearing segment; either way, poll again. */
     if (is_stream && stored < room && nfds == 0) break;
+    /* MSG_CTRUNC usually means RLIMIT_NOFILE: the fds this one brought fill
+     * the table until the caller closes them, so reading on would truncate
+     * every following message too. Hand this batch back first. */
+    if (msg.msg_flags & MSG_CTRUNC) break;
   }
   return fdpass_int(env, n);
 }
@@ -625,6 +640,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sockInfo", 0, fdp_sock_info, 0, 0, 0, napi_enumerable, 0},
       {"peerCred", 0, fdp_peer_cred, 0, 0, 0, napi_enumerable, 0},
       {"setPassCred", 0, fdp_set_pass_cred, 0, 0, 0, napi_enumerable, 0},
+      {"sockError", 0, fdp_sock_error, 0, 0, 0, napi_enumerable, 0},
       {"sockName", 0, fdp_sock_name, 0, 0, 0, napi_enumerable, 0},
       {"sendmsgs", 0, fdp_sendmsgs, 0, 0, 0, napi_enumerable, 0},
       {"recvmsgs", 0, fdp_recvmsgs, 0, 0, 0, napi_enumerable, 0},

@@ -45,6 +45,7 @@ export interface NativeBinding {
   sockInfo(fd: number, out: Int32Array): number;
   peerCred(fd: number, out: Int32Array): number;
   setPassCred(fd: number, on: boolean): number;
+  sockError(fd: number): number;
   sockName(fd: number, out: Uint8Array, peer: boolean): number;
   sendmsgs(fd: number, data: Uint8Array, meta: Int32Array, fds: Int32Array, count: number,
     addr: Uint8Array | null, result: Int32Array): number;

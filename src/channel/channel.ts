@@ -18,7 +18,8 @@ import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { UnixSocket, type SocketOptions } from '../socket/socket';
 import { Message } from '../socket/message';
-import type { Fd, FdLike } from '../socket/fd';
+import { Fd, fdNumber, type FdLike } from '../socket/fd';
+import { native } from '../native';
 import { encodeChannel, decodeChannel, Kind } from './codec';
 import { abortError, invalidArg, ProtocolError, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError } from '../errors';
 
@@ -38,11 +39,17 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-/** A handler's answer with fds: `return withFds(payload, [fd])`. */
+/**
+ * A handler's answer with fds: `return withFds(payload, [fd])`. The fds are
+ * borrowed until the reply is sent; with `{ transfer: true }` they are the
+ * channel's, closed once the reply went (or failed), so that a handler can
+ * open a file, answer with it and forget it.
+ */
 export class ReplyWithFds {
-  constructor(readonly payload: unknown, readonly fds: readonly FdLike[]) {}
+  constructor(readonly payload: unknown, readonly fds: readonly FdLike[], readonly transfer = false) {}
 }
-export const withFds = (payload: unknown, fds: readonly FdLike[]) => new ReplyWithFds(payload, fds);
+export const withFds = (payload: unknown, fds: readonly FdLike[], options: { transfer?: boolean } = {}) =>
+  new ReplyWithFds(payload, fds, Boolean(options.transfer));
 
 export type Handler = (payload: any, msg: ChannelMessage) => unknown;
 
@@ -227,12 +234,14 @@ export class Channel extends EventEmitter {
     let kind = Kind.Reply;
     let body: unknown;
     let fds: readonly FdLike[] | undefined;
+    let transfer = false;
     try {
       if (!handler) throw Object.assign(new Error(`no handler for '${type}'`), { code: 'FDPASS_ERR_NO_HANDLER' });
       const r = await this.#run(handler, msg);
       if (r instanceof ReplyWithFds) {
         body = r.payload;
         fds = r.fds;
+        transfer = r.transfer;
       } else body = r;
     } catch (err) {
       kind = Kind.ErrorReply;
@@ -241,11 +250,12 @@ export class Channel extends EventEmitter {
     } finally {
       msg.message.close();
     }
-    if (this.#closed) return;
     try {
-      await this.socket.send({ data: encodeChannel(kind, id, type, body), fds });
+      if (!this.#closed) await this.socket.send({ data: encodeChannel(kind, id, type, body), fds });
     } catch (err) {
       if (!this.#closed) this.emit('error', err);
+    } finally {
+      if (transfer && fds) for (const fd of fds) closeFdLike(fd);
     }
   }
 
@@ -269,4 +279,12 @@ export class Channel extends EventEmitter {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+function closeFdLike(x: FdLike): void {
+  if (x instanceof Fd) x.close();
+  else if (typeof x === 'number') native.close(x);
+  else if (typeof (x as { close?: unknown }).close === 'function') {
+    void Promise.resolve((x as { close: () => unknown }).close()).catch(() => {});
+  } else native.close(fdNumber(x));
 }

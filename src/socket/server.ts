@@ -234,7 +234,12 @@ export class UnixServer extends EventEmitter {
 
   #onPoll(events: number): void {
     if (events < 0) {
-      this.emit('error', errnoError(events, 'poll'));
+      // POLLERR (reported by libuv as UV_EBADF, watcher stopped): take the
+      // real error with SO_ERROR, report it, and watch again.
+      this.#polling = false;
+      const e = native.sockError(this.#fd);
+      if (e < 0) this.emit('error', errnoError(e, 'accept', displayAddress(this.address)));
+      this.#updatePoll();
       return;
     }
     const n = native.accept(this.#fd, ACCEPT_BATCH);

@@ -107,6 +107,7 @@ const ENOBUFS = -105;
 const EPIPE = -32;
 const ECONNRESET = -104;
 const ENOTCONN = -107;
+const ECONNREFUSED = -111;
 
 const POLL_READ = 1;
 const POLL_WRITE = 2;
@@ -681,8 +682,19 @@ export class UnixSocket extends EventEmitter {
 
   #onPoll(events: number): void {
     if (events < 0) {
-      this.#destroy(errnoError(events, 'poll'));
-      return;
+      // libuv reports POLLERR (a pending socket error, ECONNRESET say) as
+      // UV_EBADF and stops the watcher. Take the real error with SO_ERROR,
+      // which clears it without consuming data: a reset peer breaks the
+      // write side, and reading goes on to EOF; anything else is fatal.
+      this.#pollEvents = 0;
+      const e = native.sockError(this.#fd);
+      if (e === ECONNRESET || e === EPIPE || e === ECONNREFUSED) {
+        this.#failWrites(errnoError(e, 'sendmsg'));
+      } else if (e < 0) {
+        this.#destroy(errnoError(e, 'poll'));
+        return;
+      }
+      events = POLL_READ;
     }
     if (events & POLL_WRITE && this.#writeBlocked && !this.#retryTimer) {
       this.#writeBlocked = false;

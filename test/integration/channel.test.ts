@@ -1,0 +1,114 @@
+/**
+ * Channel: typed request/response with fds, between a parent and its child
+ * (Channel.spawn / fromParent) and between unrelated processes (a server path).
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { once } from 'node:events';
+import { test } from 'node:test';
+import { Channel, UnixServer, type ChannelMessage } from '../../src';
+import { trackFds, tmpDir, FIXTURES, fileId } from '../helpers/fds';
+
+const PEER = path.join(FIXTURES, 'channel-peer.js');
+
+function spawnPeer() {
+  const { child, channel } = Channel.spawn(process.execPath, [PEER, 'child'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const exited = once(child, 'exit');
+  return { child, channel, exited };
+}
+
+test('parent and child: request with an fd, reply with an fd, both by identity', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const { child, channel, exited } = spawnPeer();
+  scope.defer(async () => {
+    channel.close();
+    await exited;
+  });
+
+  // The child writes through an fd we send it.
+  const file = path.join(dir, 'w.txt');
+  const fd = fs.openSync(file, 'w');
+  const r1 = await channel.request<{ wrote: number; pid: number }>('write', { text: 'via channel\n' }, { fds: [fd] });
+  fs.closeSync(fd);
+  r1.message.close();
+  assert.equal(r1.payload.pid, child.pid);
+  assert.equal(fs.readFileSync(file, 'utf8'), 'via channel\n');
+
+  // The child opens a file and answers with its fd: same file here.
+  const src = path.join(dir, 'r.txt');
+  fs.writeFileSync(src, 'from the child');
+  const r2: ChannelMessage<{ pid: number }> = await channel.request('open', { file: src });
+  assert.equal(r2.fds.length, 1);
+  assert.equal(fileId(r2.fds[0]!.fd), fileId(src));
+  r2.message.close();
+
+  // The child holds no fd it was given or opened ('transfer' closed its copy).
+  const before = (await channel.request<number>('fds')).payload;
+  for (let i = 0; i < 20; i++) (await channel.request('open', { file: src })).message.close();
+  const after = (await channel.request<number>('fds')).payload;
+  assert.equal(after, before);
+});
+
+test('errors: remote exception, no handler, timeout, abort, peer death', async (t) => {
+  const scope = await trackFds(t);
+  const { child, channel, exited } = spawnPeer();
+  scope.defer(async () => {
+    channel.close();
+    await exited;
+  });
+  await assert.rejects(channel.request('fail'), { code: 'FDPASS_ERR_REMOTE', remoteCode: 'ENOTHING', message: /no such thing/ });
+  await assert.rejects(channel.request('nope'), { code: 'FDPASS_ERR_REMOTE', remoteCode: 'FDPASS_ERR_NO_HANDLER' });
+  await assert.rejects(channel.request('slow', undefined, { timeout: 50 }), { code: 'FDPASS_ERR_TIMEOUT' });
+  const ac = new AbortController();
+  const p = channel.request('slow', undefined, { signal: ac.signal });
+  ac.abort();
+  await assert.rejects(p, { name: 'AbortError', code: 'ABORT_ERR' });
+  // Still usable after all that.
+  assert.equal(typeof (await channel.request<number>('fds')).payload, 'number');
+  // A pending request fails when the peer dies.
+  const pending = channel.request('slow');
+  child.kill('SIGKILL');
+  await assert.rejects(pending, { code: 'FDPASS_ERR_SOCKET_CLOSED' });
+});
+
+test('unrelated processes: a channel over a named stream socket', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const sock = path.join(dir, 'ch.sock');
+  const server = await UnixServer.listen(sock);
+  scope.defer(() => server.close());
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [PEER, 'connect', sock], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const exited = once(child, 'exit');
+  const conn = await server.accept();
+  const channel = new Channel(conn);
+  scope.defer(async () => {
+    channel.close();
+    await exited;
+  });
+  assert.equal(conn.peerCredentials().pid, child.pid);
+  const src = path.join(dir, 'x.txt');
+  fs.writeFileSync(src, 'x');
+  const r = await channel.request('open', { file: src });
+  assert.equal(fileId(r.fds[0]!.fd), fileId(src));
+  r.message.close();
+  await channel.request('exit');
+  await exited;
+});
+
+test('a peer sending garbage on a channel: protocol error, channel closed', async (t) => {
+  const scope = await trackFds(t);
+  const [a, b] = Channel.pair();
+  scope.defer(() => a.close());
+  const err = once(b, 'error');
+  let closed = false;
+  b.on('close', () => (closed = true));
+  await a.socket.send({ data: 'not a channel message', fds: [0] });
+  const [e] = await err;
+  assert.equal((e as { code: string }).code, 'FDPASS_ERR_PROTOCOL');
+  assert.match((e as Error).message, /channel version|shorter/);
+  assert.equal(closed, true);
+  assert.equal(b.socket.closed, true);
+});
