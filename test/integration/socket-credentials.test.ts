@@ -1,0 +1,168 @@
+/**
+ * Credentials and access control: SCM_CREDENTIALS as checked by the kernel,
+ * SO_PEERCRED, spoofing (EPERM when unprivileged), the allow-list and the
+ * file mode of a path socket. Children run as nobody (uid 65534) via setpriv.
+ */
+import * as assert from 'node:assert/strict';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { UnixSocket, UnixServer, type Credentials, type SocketType } from '../../src';
+import { trackFds, tmpDir, spawnNode } from '../helpers/fds';
+
+const NOBODY = 65534;
+const isRoot = process.getuid!() === 0;
+const needsRoot = isRoot ? {} : { skip: 'needs root to run children as another user' };
+
+test('credentials: true reaches a passCredentials receiver as the sender\'s pid/uid/gid', async (t) => {
+  const scope = await trackFds(t);
+  for (const type of ['stream', 'seqpacket', 'dgram'] as SocketType[]) {
+    const [a, b] = UnixSocket.pair({ type, passCredentials: true });
+    try {
+      await a.send({ data: 'me', credentials: true });
+      const m = await b.receive({ timeout: 5000 });
+      assert.equal(m.text(), 'me');
+      assert.deepEqual(m.credentials, { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() }, type);
+    } finally {
+      a.close();
+      b.close();
+    }
+  }
+  // Without passCredentials on the receiver, nothing is reported.
+  const [a, b] = UnixSocket.pair({ type: 'seqpacket' });
+  scope.defer(() => a.close());
+  scope.defer(() => b.close());
+  await a.send({ data: 'me', credentials: true });
+  assert.equal((await b.receive({ timeout: 5000 })).credentials, undefined);
+});
+
+for (const type of ['seqpacket', 'stream'] as SocketType[]) {
+  test(`${type}: an unprivileged child's credentials are the kernel's; claiming another pid or uid is EPERM`, needsRoot, async (t) => {
+    const scope = await trackFds(t);
+    const [mine, theirs] = UnixSocket.pair({ type, passCredentials: true });
+    scope.defer(() => mine.close());
+    const child = spawnNode('socket-peer.js', ['creds'], { fds: [theirs.fd], uid: NOBODY, gid: NOBODY, owner: scope });
+    theirs.close();
+
+    const r = await child.next<{ pid: number; uid: number; gid: number; tries: Record<string, { code: string; syscall: string; errno: number }> }>();
+    assert.deepEqual([r.pid, r.uid, r.gid], [child.pid, NOBODY, NOBODY]);
+    for (const name of ['otherPid', 'otherUid']) {
+      assert.equal(r.tries[name]!.code, 'EPERM', `${name}: ${JSON.stringify(r.tries[name])}`);
+      assert.equal(r.tries[name]!.syscall, 'sendmsg');
+      assert.equal(r.tries[name]!.errno, -1);
+    }
+    await child.done();
+
+    const want: Credentials = { pid: child.pid, uid: NOBODY, gid: NOBODY };
+    const first = await mine.receive({ timeout: 5000 });
+    assert.equal(first.text(), 'mine');
+    assert.deepEqual(first.credentials, want);
+    // The refused messages never went out; the socket carried on.
+    const last = await mine.receive({ timeout: 5000 });
+    assert.equal(last.text(), 'last');
+    assert.deepEqual(last.credentials, want);
+    await assert.rejects(mine.receive({ timeout: 5000 }), { code: 'FDPASS_ERR_SOCKET_CLOSED' });
+  });
+}
+
+test('root may claim another process\'s pid and other ids', needsRoot, async (t) => {
+  const scope = await trackFds(t);
+  for (const type of ['seqpacket', 'stream', 'dgram'] as SocketType[]) {
+    const [a, b] = UnixSocket.pair({ type, passCredentials: true });
+    scope.defer(() => a.close());
+    scope.defer(() => b.close());
+    const claim = { pid: process.ppid, uid: 1234, gid: 5678 };
+    await a.send({ data: 'not me', credentials: claim });
+    const m = await b.receive({ timeout: 5000 });
+    assert.deepEqual(m.credentials, claim, type);
+  }
+});
+
+test('peerCredentials(): SO_PEERCRED on both ends of a connection across users', needsRoot, async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope, 0o711);
+  const address = path.join(dir, 's.sock');
+  const server = await UnixServer.listen(address, { mode: 0o666 });
+  scope.defer(() => server.close());
+  const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address })], { uid: NOBODY, gid: NOBODY, owner: scope });
+  const conn = await server.accept();
+  scope.defer(() => conn.close());
+  assert.deepEqual(conn.peerCredentials(), { pid: child.pid, uid: NOBODY, gid: NOBODY });
+  const r = await child.next();
+  assert.deepEqual(r, {
+    connected: true, pid: child.pid, uid: NOBODY, gid: NOBODY,
+    peer: { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() },
+  });
+  await conn.send('hello');
+  assert.deepEqual(await child.next(), { message: 'hello' });
+  await child.done();
+
+  // A socketpair's peer is whoever created it.
+  const [a, b] = UnixSocket.pair();
+  assert.deepEqual(a.peerCredentials(), { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+  a.close();
+  b.close();
+});
+
+test('allow-list: a uid that is not allowed is refused before a byte is read, and sees the connection closed', needsRoot, async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope, 0o711);
+  const address = path.join(dir, 's.sock');
+  const server = await UnixServer.listen(address, { mode: 0o666, allow: { uids: [0] } });
+  scope.defer(() => server.close());
+  const accepted: UnixSocket[] = [];
+  server.on('connection', (s: UnixSocket) => accepted.push(s));
+  scope.defer(() => accepted.forEach((s) => s.close()));
+
+  const refused = once(server, 'refused') as Promise<[Credentials, Error & { code: string }]>;
+  const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address })], { uid: NOBODY, gid: NOBODY, owner: scope });
+  const [peer, err] = await refused;
+  assert.deepEqual(peer, { pid: child.pid, uid: NOBODY, gid: NOBODY });
+  assert.equal(err.code, 'FDPASS_ERR_PEER_REFUSED');
+  const r = await child.next<{ connected: boolean }>();
+  assert.equal(r.connected, true); // the kernel accepted it into the backlog
+  assert.deepEqual(await child.next(), {
+    closed: { name: 'SocketClosedError', code: 'FDPASS_ERR_SOCKET_CLOSED', message: 'no more messages: the socket is closed' },
+  });
+  await child.done();
+  assert.equal(accepted.length, 0);
+
+  // uid 0 gets in.
+  const c = await UnixSocket.connect(address);
+  scope.defer(() => c.close());
+  await c.send('root here');
+  while (accepted.length === 0) await new Promise((r) => setTimeout(r, 5));
+  assert.equal((await accepted[0]!.receive({ timeout: 5000 })).text(), 'root here');
+});
+
+test('abstract server: by default only this uid and root may connect', needsRoot, async (t) => {
+  const scope = await trackFds(t);
+  const address = `\0fdpass-test-${process.pid}-${Date.now()}`;
+  const server = await UnixServer.listen(address);
+  scope.defer(() => server.close());
+  server.on('connection', (s: UnixSocket) => s.close());
+  const refused = once(server, 'refused') as Promise<[Credentials]>;
+  const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address })], { uid: NOBODY, gid: NOBODY, owner: scope });
+  const [peer] = await refused;
+  assert.equal(peer.uid, NOBODY);
+  assert.equal((await child.next<{ connected: boolean }>()).connected, true);
+  assert.equal((await child.next<{ closed: { code: string } }>()).closed.code, 'FDPASS_ERR_SOCKET_CLOSED');
+  await child.done();
+});
+
+test('a path socket is created 0600: another user gets EACCES from connect', needsRoot, async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope, 0o755);
+  const address = path.join(dir, 's.sock');
+  const server = await UnixServer.listen(address);
+  scope.defer(() => server.close());
+  assert.equal(fs.lstatSync(address).mode & 0o777, 0o600);
+  const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address })], { uid: NOBODY, gid: NOBODY, owner: scope });
+  const r = await child.next<{ error: { code: string; syscall: string; errno: number; message: string } }>();
+  assert.equal(r.error.code, 'EACCES');
+  assert.equal(r.error.syscall, 'connect');
+  assert.equal(r.error.errno, -13);
+  assert.equal(r.error.message, `connect EACCES ${address}`);
+  await child.done();
+});
