@@ -58,13 +58,17 @@ export interface NativeBinding {
   readonly constants: NativeConstants;
 }
 
+function unsupported(message: string): Error {
+  return Object.assign(new Error(message), { code: 'FDPASS_ERR_UNSUPPORTED_RUNTIME' });
+}
+
 function load(): NativeBinding {
   if (process.platform !== 'linux') {
-    throw new Error(`fdpass supports Linux only (this is ${process.platform})`);
+    throw unsupported(`fdpass supports Linux only (this is ${process.platform})`);
   }
   const major = Number(process.versions.node.split('.')[0]);
   if (major < 20) {
-    throw new Error(`fdpass needs Node.js >= 20 (this is ${process.version})`);
+    throw unsupported(`fdpass needs Node.js >= 20 (this is ${process.version})`);
   }
   const file = path.join(__dirname, '..', '..', 'build', 'Release', 'fdpass.node');
   try {

@@ -5,9 +5,6 @@
  * (1 for a failed operation, 2 for a usage error).
  */
 import { UsageError } from './args';
-import { send } from './send';
-import { recv } from './recv';
-import { demo } from './demo';
 
 
 const USAGE = `usage:
@@ -27,14 +24,15 @@ export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
+      // Loaded on use, so that a runtime the addon refuses gets a one-line error.
       case 'send':
-        await send(rest);
+        await (await import('./send')).send(rest);
         break;
       case 'recv':
-        await recv(rest);
+        await (await import('./recv')).recv(rest);
         break;
       case 'demo':
-        await demo(rest);
+        await (await import('./demo')).demo(rest);
         break;
       case '--version':
       case '-v':
