@@ -12,7 +12,10 @@
 #define _GNU_SOURCE
 #include "fdpass.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
@@ -223,6 +226,19 @@ static napi_value fdp_fd_flags(napi_env env, napi_callback_info info) {
   if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
   int r = fcntl(fd, F_GETFD);
   return fdpass_int(env, r < 0 ? -errno : r);
+}
+
+/* setCloexec(fd, on) -> 0: for inherited fds (systemd's come without it) */
+static napi_value fdp_set_cloexec(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(2);
+  int32_t fd;
+  bool on;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (napi_get_value_bool(env, argv[1], &on) != napi_ok) THROW_TYPE("on");
+  int fl = fcntl(fd, F_GETFD);
+  if (fl < 0) return fdpass_int(env, -errno);
+  fl = on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC);
+  return fdpass_int(env, fcntl(fd, F_SETFD, fl) < 0 ? -errno : 0);
 }
 
 /* setBlocking(fd, on) -> 0: for fds handed to code that expects blocking I/O */
@@ -599,6 +615,85 @@ static napi_value fdp_recvmsgs(napi_env env, napi_callback_info info) {
   return fdpass_int(env, n);
 }
 
+/* ---- TCP (for the dispatch server's listeners) ---------------------------- */
+
+/* socketInet(family) -> fd: AF_INET or AF_INET6 SOCK_STREAM, cloexec, nonblocking */
+static napi_value fdp_socket_inet(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(1);
+  int32_t family;
+  if (!fdpass_get_i32(env, argv[0], &family)) THROW_TYPE("family");
+  if (family != AF_INET && family != AF_INET6) return fdpass_int(env, -EAFNOSUPPORT);
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  return fdpass_int(env, fd < 0 ? -errno : fd);
+}
+
+/* setIntOpt(fd, level, name, value) -> 0: setsockopt with an int */
+static napi_value fdp_set_int_opt(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(4);
+  int32_t fd, level, name, value;
+  if (!fdpass_get_i32(env, argv[0], &fd) || !fdpass_get_i32(env, argv[1], &level) ||
+      !fdpass_get_i32(env, argv[2], &name) || !fdpass_get_i32(env, argv[3], &value))
+    THROW_TYPE("setIntOpt");
+  int r = setsockopt(fd, level, name, &value, sizeof(value));
+  return fdpass_int(env, r < 0 ? -errno : 0);
+}
+
+/* bindInet(fd, family, ip string, port) -> 0 (-EINVAL for an unparsable ip) */
+static napi_value fdp_bind_inet(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(4);
+  int32_t fd, family, port;
+  char ip[INET6_ADDRSTRLEN + 1];
+  size_t iplen;
+  if (!fdpass_get_i32(env, argv[0], &fd) || !fdpass_get_i32(env, argv[1], &family) ||
+      !fdpass_get_i32(env, argv[3], &port))
+    THROW_TYPE("bindInet");
+  if (napi_get_value_string_utf8(env, argv[2], ip, sizeof(ip), &iplen) != napi_ok) THROW_TYPE("ip");
+  if (port < 0 || port > 65535) return fdpass_int(env, -EINVAL);
+  int r;
+  if (family == AF_INET) {
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) return fdpass_int(env, -EINVAL);
+    r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+  } else if (family == AF_INET6) {
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET6, ip, &sa.sin6_addr) != 1) return fdpass_int(env, -EINVAL);
+    r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+  } else {
+    return fdpass_int(env, -EAFNOSUPPORT);
+  }
+  return fdpass_int(env, r < 0 ? -errno : 0);
+}
+
+/*
+ * inetName(fd, peer, out Buffer) -> port, writing the address as text into
+ * out (NUL-terminated): getsockname/getpeername of a TCP socket.
+ */
+static napi_value fdp_inet_name(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(3);
+  int32_t fd;
+  bool peer;
+  char *out;
+  size_t cap;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  if (napi_get_value_bool(env, argv[1], &peer) != napi_ok) THROW_TYPE("peer");
+  if (!get_buffer(env, argv[2], (void **)&out, &cap) || cap < INET6_ADDRSTRLEN) THROW_TYPE("out");
+  struct sockaddr_storage ss;
+  socklen_t l = sizeof(ss);
+  int r = peer ? getpeername(fd, (struct sockaddr *)&ss, &l) : getsockname(fd, (struct sockaddr *)&ss, &l);
+  if (r < 0) return fdpass_int(env, -errno);
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &sa->sin_addr, out, (socklen_t)cap);
+    return fdpass_int(env, ntohs(sa->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&ss;
+    inet_ntop(AF_INET6, &sa->sin6_addr, out, (socklen_t)cap);
+    return fdpass_int(env, ntohs(sa->sin6_port));
+  }
+  return fdpass_int(env, -EAFNOSUPPORT);
+}
+
 /* ---- module ------------------------------------------------------------- */
 
 static napi_value constants(napi_env env) {
@@ -617,6 +712,9 @@ static napi_value constants(napi_env env) {
       {"MAX_FDS", FDPASS_MAX_FDS},    {"RECV_META", RECV_META},
       {"RECV_ADDR", RECV_ADDR},       {"SEND_META", SEND_META},
       {"STOP_EOF", STOP_EOF},         {"SUN_PATH_MAX", 108},
+      {"SOL_SOCKET", SOL_SOCKET},     {"SO_REUSEADDR", SO_REUSEADDR},
+      {"IPPROTO_IPV6", IPPROTO_IPV6}, {"IPV6_V6ONLY", IPV6_V6ONLY},
+      {"IPPROTO_TCP", IPPROTO_TCP},   {"TCP_NODELAY", TCP_NODELAY},
   };
   for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
     napi_set_named_property(env, o, k[i].name, fdpass_int(env, k[i].value));
@@ -637,6 +735,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"dup", 0, fdp_dup, 0, 0, 0, napi_enumerable, 0},
       {"fdFlags", 0, fdp_fd_flags, 0, 0, 0, napi_enumerable, 0},
       {"setBlocking", 0, fdp_set_blocking, 0, 0, 0, napi_enumerable, 0},
+      {"setCloexec", 0, fdp_set_cloexec, 0, 0, 0, napi_enumerable, 0},
       {"sockInfo", 0, fdp_sock_info, 0, 0, 0, napi_enumerable, 0},
       {"peerCred", 0, fdp_peer_cred, 0, 0, 0, napi_enumerable, 0},
       {"setPassCred", 0, fdp_set_pass_cred, 0, 0, 0, napi_enumerable, 0},
@@ -644,6 +743,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sockName", 0, fdp_sock_name, 0, 0, 0, napi_enumerable, 0},
       {"sendmsgs", 0, fdp_sendmsgs, 0, 0, 0, napi_enumerable, 0},
       {"recvmsgs", 0, fdp_recvmsgs, 0, 0, 0, napi_enumerable, 0},
+      {"socketInet", 0, fdp_socket_inet, 0, 0, 0, napi_enumerable, 0},
+      {"setIntOpt", 0, fdp_set_int_opt, 0, 0, 0, napi_enumerable, 0},
+      {"bindInet", 0, fdp_bind_inet, 0, 0, 0, napi_enumerable, 0},
+      {"inetName", 0, fdp_inet_name, 0, 0, 0, napi_enumerable, 0},
   };
   if (napi_define_properties(env, exports, sizeof(d) / sizeof(d[0]), d) !=
       napi_ok)

@@ -24,6 +24,12 @@ export interface NativeConstants {
   readonly SEND_META: number;
   readonly STOP_EOF: number;
   readonly SUN_PATH_MAX: number;
+  readonly SOL_SOCKET: number;
+  readonly SO_REUSEADDR: number;
+  readonly IPPROTO_IPV6: number;
+  readonly IPV6_V6ONLY: number;
+  readonly IPPROTO_TCP: number;
+  readonly TCP_NODELAY: number;
 }
 
 /** An opaque libuv poll watcher. */
@@ -42,6 +48,7 @@ export interface NativeBinding {
   dup(fd: number): number;
   fdFlags(fd: number): number;
   setBlocking(fd: number, on: boolean): number;
+  setCloexec(fd: number, on: boolean): number;
   sockInfo(fd: number, out: Int32Array): number;
   peerCred(fd: number, out: Int32Array): number;
   setPassCred(fd: number, on: boolean): number;
@@ -51,6 +58,10 @@ export interface NativeBinding {
     addr: Uint8Array | null, result: Int32Array): number;
   recvmsgs(fd: number, buf: Uint8Array, meta: Int32Array, fds: Int32Array, addrs: Uint8Array | null,
     maxMsgs: number, maxMsgSize: number, status: Int32Array): number;
+  socketInet(family: number): number;
+  setIntOpt(fd: number, level: number, name: number, value: number): number;
+  bindInet(fd: number, family: number, ip: string, port: number): number;
+  inetName(fd: number, peer: boolean, out: Uint8Array): number;
   pollOpen(fd: number, cb: (events: number) => void): PollHandle | number;
   pollSet(h: PollHandle, events: number): number;
   pollRef(h: PollHandle, on: boolean): void;

@@ -12,7 +12,11 @@ const USAGE = `usage:
               [--data TEXT] [--credentials] FILE...
   fdpass recv (--connect PATH | --listen PATH) [--type stream|seqpacket|dgram] [--raw]
               [--count N] [--write TEXT] [--read]
-  fdpass demo                 a live run of the seed scenarios
+  fdpass serve [--listen ADDR[:PORT][,tls] ...] [--workers N]
+               [--strategy round-robin|least-connections|hash] [--cert FILE --key FILE]
+               [--control PATH] [--shutdown-timeout MS] [APP]
+  fdpass status [--control PATH] [--json]
+  fdpass demo                 a live run of the seed fd-passing scenarios
   fdpass --help | --version
 
 PATH is a filesystem path, or @name for a Linux abstract socket.
@@ -33,6 +37,12 @@ export async function main(argv: string[]): Promise<void> {
         break;
       case 'demo':
         await (await import('./demo')).demo(rest);
+        break;
+      case 'serve':
+        await (await import('./serve')).serve(rest);
+        break;
+      case 'status':
+        await (await import('./status')).status(rest);
         break;
       case '--version':
       case '-v':

@@ -1,0 +1,211 @@
+/**
+ * The listening sockets of `fdpass serve`, held by the primary alone.
+ *
+ *   --listen 127.0.0.1:8080        TCP over IPv4
+ *   --listen [::1]:8443,tls        TCP over IPv6 (IPV6_V6ONLY, so [::]:80 and
+ *                                  0.0.0.0:80 can both be bound), TLS done by
+ *                                  the workers
+ *   --listen unix:/run/app.sock    a Unix stream socket (mode 0600)
+ *   --listen systemd[:NAME]        fds inherited by socket activation
+ *   ...,name=NAME                  the name the worker app sees (default
+ *                                  'http', or 'https' with tls)
+ * Port 0 asks the kernel for a free port; the bound port is reported.
+ */
+import * as net from 'node:net';
+import * as fs from 'node:fs';
+import { native, K } from '../native';
+import { check, errnoError, invalidArg } from '../errors';
+import { bindPath } from '../socket/server';
+import { encodeAddress } from '../socket/address';
+
+export interface ListenerSpec {
+  kind: 'tcp' | 'unix' | 'systemd';
+  host?: string;
+  port?: number;
+  path?: string;
+  /** systemd: the LISTEN_FDNAMES name to take ('' for all). */
+  fdName?: string;
+  tls: boolean;
+  name?: string;
+}
+
+/** What the workers are told about a listener. */
+export interface ListenerInfo {
+  index: number;
+  name: string;
+  tls: boolean;
+  kind: 'tcp' | 'unix' | 'systemd';
+  /** '127.0.0.1:8080', '[::1]:8443', a path, ... */
+  address: string;
+  port?: number;
+}
+
+export interface Listener extends ListenerInfo {
+  fd: number;
+  /** Inherited (systemd): never unlinked, never shut down by us. */
+  inherited: boolean;
+  /** Unix path socket created by us: its inode, to unlink on close. */
+  ino?: number | null;
+}
+
+export function parseListen(spec: string): ListenerSpec {
+  const [addr, ...opts] = spec.split(',');
+  let tls = false;
+  let name: string | undefined;
+  for (const o of opts) {
+    if (o === 'tls') tls = true;
+    else if (o.startsWith('name=') && o.length > 5) name = o.slice(5);
+    else throw invalidArg(`--listen ${spec}: unknown option '${o}' (tls, name=NAME)`);
+  }
+  if (!addr) throw invalidArg(`--listen ${spec}: no address`);
+  if (addr === 'systemd' || addr.startsWith('systemd:')) {
+    return { kind: 'systemd', fdName: addr.slice(8), tls, name };
+  }
+  if (addr.startsWith('unix:') || addr.startsWith('/')) {
+    const path = addr.startsWith('unix:') ? addr.slice(5) : addr;
+    encodeAddress(path);
+    return { kind: 'unix', path, tls, name };
+  }
+  let host: string;
+  let portText: string | undefined;
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(addr);
+  if (v6) {
+    host = v6[1]!;
+    portText = v6[2];
+  } else {
+    const i = addr.lastIndexOf(':');
+    if (i >= 0 && addr.indexOf(':') !== i) throw invalidArg(`--listen ${spec}: write IPv6 addresses in brackets, [::1]:8443`);
+    host = i >= 0 ? addr.slice(0, i) : addr;
+    portText = i >= 0 ? addr.slice(i + 1) : undefined;
+  }
+  if (host === 'localhost') host = '127.0.0.1';
+  if (!net.isIP(host)) throw invalidArg(`--listen ${spec}: '${host}' is not an IP address`);
+  const port = portText === undefined ? (tls ? 443 : 80) : Number(portText);
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || (portText !== undefined && !/^\d+$/.test(portText))) {
+    throw invalidArg(`--listen ${spec}: bad port '${portText}'`);
+  }
+  return { kind: 'tcp', host, port, tls, name };
+}
+
+/** Opens every listener; on failure closes those already open and throws. */
+export async function openListeners(specs: ListenerSpec[], backlog = 511): Promise<Listener[]> {
+  const out: Listener[] = [];
+  try {
+    const inherited = takeSystemdFds();
+    try {
+      for (const spec of specs) {
+        if (spec.kind === 'systemd') {
+          const picked = inherited.filter((f) => !spec.fdName || f.name === spec.fdName);
+          if (picked.length === 0) {
+            throw Object.assign(new Error(`--listen systemd${spec.fdName ? ':' + spec.fdName : ''}: no such fd was passed (LISTEN_FDS/LISTEN_FDNAMES)`),
+              { code: 'FDPASS_ERR_NO_SYSTEMD_FDS' });
+          }
+          for (const f of picked) {
+            inherited.splice(inherited.indexOf(f), 1);
+            out.push(describeInherited(f.fd, f.name, spec, out.length));
+          }
+        } else {
+          out.push(await openOne(spec, out.length, backlog));
+        }
+      }
+    } finally {
+      // Inherited fds nobody asked for are not ours to keep.
+      for (const f of inherited) native.close(f.fd);
+    }
+    return out;
+  } catch (err) {
+    closeListeners(out);
+    throw err;
+  }
+}
+
+async function openOne(spec: ListenerSpec, index: number, backlog: number): Promise<Listener> {
+  const name = spec.name ?? (spec.tls ? 'https' : 'http');
+  if (spec.kind === 'unix') {
+    const fd = check(native.socket(K.SOCK_STREAM), 'socket');
+    try {
+      const ino = await bindPath(fd, spec.path!, 0o600);
+      check(native.listen(fd, backlog), 'listen', spec.path);
+      return { index, name, tls: spec.tls, kind: 'unix', address: spec.path!, fd, inherited: false, ino };
+    } catch (err) {
+      native.close(fd);
+      throw err;
+    }
+  }
+  const v6 = net.isIPv6(spec.host!);
+  const family = v6 ? K.AF_INET6 : K.AF_INET;
+  const shown = v6 ? `[${spec.host}]:${spec.port}` : `${spec.host}:${spec.port}`;
+  const fd = check(native.socketInet(family), 'socket');
+  try {
+    check(native.setIntOpt(fd, K.SOL_SOCKET, K.SO_REUSEADDR, 1), 'setsockopt');
+    if (v6) check(native.setIntOpt(fd, K.IPPROTO_IPV6, K.IPV6_V6ONLY, 1), 'setsockopt');
+    check(native.bindInet(fd, family, spec.host!, spec.port!), 'bind', shown);
+    check(native.listen(fd, backlog), 'listen', shown);
+    const port = check(native.inetName(fd, false, NAME_BUF), 'getsockname');
+    const address = v6 ? `[${spec.host}]:${port}` : `${spec.host}:${port}`;
+    return { index, name, tls: spec.tls, kind: 'tcp', address, port, fd, inherited: false };
+  } catch (err) {
+    native.close(fd);
+    throw err;
+  }
+}
+
+const NAME_BUF = Buffer.alloc(64);
+
+/**
+ * systemd socket activation: LISTEN_FDS fds from 3 on, honoured only when
+ * LISTEN_PID is this process. They are taken once (the variables are
+ * removed, so workers never see them) and made close-on-exec.
+ */
+function takeSystemdFds(): { fd: number; name: string }[] {
+  const pid = Number(process.env.LISTEN_PID);
+  const n = Number(process.env.LISTEN_FDS);
+  const names = (process.env.LISTEN_FDNAMES ?? '').split(':');
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDS;
+  delete process.env.LISTEN_FDNAMES;
+  if (pid !== process.pid || !Number.isInteger(n) || n <= 0) return [];
+  const out: { fd: number; name: string }[] = [];
+  for (let i = 0; i < n; i++) {
+    const fd = 3 + i;
+    native.setCloexec(fd, true);
+    out.push({ fd, name: names[i] ?? '' });
+  }
+  return out;
+}
+
+function describeInherited(fd: number, fdName: string, spec: ListenerSpec, index: number): Listener {
+  const info = new Int32Array(3);
+  check(native.sockInfo(fd, info), 'getsockopt');
+  if (!info[2]) throw errnoError(-22, 'listen', `systemd fd ${fd} (${fdName || 'unnamed'}) is not listening`);
+  check(native.setBlocking(fd, false), 'fcntl');
+  const name = spec.name ?? (fdName || (spec.tls ? 'https' : 'http'));
+  let address = `systemd fd ${fd}`;
+  let port: number | undefined;
+  if (info[0] === K.AF_INET || info[0] === K.AF_INET6) {
+    port = native.inetName(fd, false, NAME_BUF);
+    const host = NAME_BUF.toString('latin1', 0, NAME_BUF.indexOf(0));
+    address = info[0] === K.AF_INET6 ? `[${host}]:${port}` : `${host}:${port}`;
+  }
+  return { index, name, tls: spec.tls, kind: 'systemd', address, port, fd, inherited: true };
+}
+
+/** Closes listeners; unlinks the Unix socket files this process created. */
+export function closeListeners(listeners: Listener[]): void {
+  for (const l of listeners) {
+    if (l.fd < 0) continue;
+    native.close(l.fd);
+    l.fd = -1;
+    if (l.kind === 'unix' && l.ino != null) {
+      try {
+        if (fs.lstatSync(l.address).ino === l.ino) fs.unlinkSync(l.address);
+      } catch {
+        // gone already
+      }
+    }
+  }
+}
+
+export function publicInfo(l: Listener): ListenerInfo {
+  return { index: l.index, name: l.name, tls: l.tls, kind: l.kind, address: l.address, port: l.port };
+}

@@ -1,0 +1,151 @@
+/**
+ * Messages between the primary and a worker of `fdpass serve`, pure code.
+ * They travel over a SOCK_SEQPACKET socketpair (the worker's fd 3), one
+ * packet per message, so no framing is needed; the hot ones (connections,
+ * acks) are binary and batched, the rare ones carry JSON.
+ *
+ *   primary -> worker
+ *     CONNS     u8 1, u8 0, u16 n, n x (u32 id, u16 listener, u16 0)   + n fds
+ *     SHUTDOWN  u8 2, u8 0, u16 0, u32 timeout ms: finish, then exit 0
+ *     STATUS?   u8 3: ask for a STATS message
+ *   worker -> primary
+ *     READY     u8 10, then JSON { pid }
+ *     ACK       u8 11, u8 0, u16 n, u32 live, n x u32 id: connections adopted;
+ *               the primary may close its copies now
+ *     LOAD      u8 12, u8 0, u16 0, u32 live, u32 requests: live connections
+ *     FAILED    u8 13, then JSON { message }: the worker could not start
+ * Little-endian throughout.
+ */
+
+export const enum Op {
+  Conns = 1,
+  Shutdown = 2,
+  StatusQuery = 3,
+  Ready = 10,
+  Ack = 11,
+  Load = 12,
+  Failed = 13,
+}
+
+/** A connection handed to a worker: its id (for the ack) and listener index. */
+export interface Handed {
+  id: number;
+  listener: number;
+}
+
+export type WorkerMessage =
+  | { op: Op.Ready; pid: number }
+  | { op: Op.Ack; live: number; ids: Uint32Array }
+  | { op: Op.Load; live: number; requests: number }
+  | { op: Op.Failed; message: string };
+
+export type PrimaryMessage =
+  | { op: Op.Conns; conns: Handed[] }
+  | { op: Op.Shutdown; timeout: number }
+  | { op: Op.StatusQuery };
+
+export function encodeConns(ids: ArrayLike<number>, listeners: ArrayLike<number>, n: number): Buffer {
+  const b = Buffer.allocUnsafe(4 + 8 * n);
+  b[0] = Op.Conns;
+  b[1] = 0;
+  b.writeUInt16LE(n, 2);
+  for (let i = 0; i < n; i++) {
+    b.writeUInt32LE(ids[i]! >>> 0, 4 + 8 * i);
+    b.writeUInt16LE(listeners[i]!, 8 + 8 * i);
+    b.writeUInt16LE(0, 10 + 8 * i);
+  }
+  return b;
+}
+
+export function encodeShutdown(timeout: number): Buffer {
+  const b = Buffer.alloc(8);
+  b[0] = Op.Shutdown;
+  b.writeUInt32LE(Math.max(0, Math.min(timeout, 0xffffffff)) >>> 0, 4);
+  return b;
+}
+
+export function encodeStatusQuery(): Buffer {
+  return Buffer.from([Op.StatusQuery]);
+}
+
+export function encodeAck(ids: ArrayLike<number>, n: number, live: number): Buffer {
+  const b = Buffer.allocUnsafe(8 + 4 * n);
+  b[0] = Op.Ack;
+  b[1] = 0;
+  b.writeUInt16LE(n, 2);
+  b.writeUInt32LE(live >>> 0, 4);
+  for (let i = 0; i < n; i++) b.writeUInt32LE(ids[i]! >>> 0, 8 + 4 * i);
+  return b;
+}
+
+export function encodeLoad(live: number, requests: number): Buffer {
+  const b = Buffer.alloc(12);
+  b[0] = Op.Load;
+  b.writeUInt32LE(live >>> 0, 4);
+  b.writeUInt32LE(requests >>> 0, 8);
+  return b;
+}
+
+export function encodeJson(op: Op.Ready | Op.Failed, body: unknown): Buffer {
+  return Buffer.concat([Buffer.from([op]), Buffer.from(JSON.stringify(body), 'utf8')]);
+}
+
+/** Decodes what a worker sent; throws an Error saying what is wrong. */
+export function decodeWorkerMessage(b: Buffer): WorkerMessage {
+  if (b.length < 1) throw new Error('empty message');
+  switch (b[0]) {
+    case Op.Ready: {
+      const body = parseJson(b);
+      if (!Number.isInteger((body as { pid?: unknown }).pid)) throw new Error('READY without a pid');
+      return { op: Op.Ready, pid: (body as { pid: number }).pid };
+    }
+    case Op.Failed:
+      return { op: Op.Failed, message: String((parseJson(b) as { message?: unknown }).message ?? 'unknown error') };
+    case Op.Ack: {
+      if (b.length < 8) throw new Error(`ACK of ${b.length} bytes`);
+      const n = b.readUInt16LE(2);
+      if (b.length !== 8 + 4 * n) throw new Error(`ACK of ${n} ids in ${b.length} bytes`);
+      const ids = new Uint32Array(n);
+      for (let i = 0; i < n; i++) ids[i] = b.readUInt32LE(8 + 4 * i);
+      return { op: Op.Ack, live: b.readUInt32LE(4), ids };
+    }
+    case Op.Load:
+      if (b.length !== 12) throw new Error(`LOAD of ${b.length} bytes`);
+      return { op: Op.Load, live: b.readUInt32LE(4), requests: b.readUInt32LE(8) };
+    default:
+      throw new Error(`unknown worker message op ${b[0]}`);
+  }
+}
+
+/** Decodes what the primary sent; `nfds` is how many fds came with it. */
+export function decodePrimaryMessage(b: Buffer, nfds: number): PrimaryMessage {
+  if (b.length < 1) throw new Error('empty message');
+  switch (b[0]) {
+    case Op.Conns: {
+      if (b.length < 4) throw new Error(`CONNS of ${b.length} bytes`);
+      const n = b.readUInt16LE(2);
+      if (b.length !== 4 + 8 * n) throw new Error(`CONNS of ${n} in ${b.length} bytes`);
+      if (n !== nfds) throw new Error(`CONNS of ${n} came with ${nfds} fds`);
+      const conns: Handed[] = [];
+      for (let i = 0; i < n; i++) conns.push({ id: b.readUInt32LE(4 + 8 * i), listener: b.readUInt16LE(8 + 8 * i) });
+      return { op: Op.Conns, conns };
+    }
+    case Op.Shutdown:
+      if (b.length !== 8) throw new Error(`SHUTDOWN of ${b.length} bytes`);
+      return { op: Op.Shutdown, timeout: b.readUInt32LE(4) };
+    case Op.StatusQuery:
+      return { op: Op.StatusQuery };
+    default:
+      throw new Error(`unknown primary message op ${b[0]}`);
+  }
+}
+
+function parseJson(b: Buffer): unknown {
+  try {
+    const v = JSON.parse(b.toString('utf8', 1));
+    if (v === null || typeof v !== 'object') throw new Error('not an object');
+    return v;
+  } catch (err) {
+    throw new Error(`bad JSON body: ${(err as Error).message}`);
+  }
+}

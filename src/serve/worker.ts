@@ -1,0 +1,245 @@
+/**
+ * The worker side of `fdpass serve`: connections handed over by the primary
+ * are fed, in one call, into the user's own net/http/https/tls servers, by
+ * listener name:
+ *
+ *   const worker = Worker.fromPrimary();          // fd 3 and the environment
+ *   worker.serve({ http: httpServer, https: httpsServer });
+ *
+ * A server for a TLS listener that is a plain net/http server gets the
+ * connection after the TLS handshake, done here with the listener's cert:
+ * the primary never reads a byte of a connection.
+ *
+ * Each batch of fds is adopted at once (net.Socket owns each fd from then
+ * on) and acknowledged in one message, after which the primary closes its
+ * copies. Until then the primary keeps them, so a worker that dies before
+ * acknowledging loses nothing: the primary hands them to another worker.
+ */
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import * as fs from 'node:fs';
+import type * as http from 'node:http';
+import { EventEmitter } from 'node:events';
+import { UnixSocket } from '../socket/socket';
+import type { Message } from '../socket/message';
+import { native } from '../native';
+import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, Op } from './protocol';
+import type { ListenerInfo } from './listeners';
+
+/** Environment of a worker started by the primary. */
+export const WORKER_ENV = 'FDPASS_WORKER';
+
+export interface WorkerConfig {
+  primaryPid: number;
+  slot: number;
+  generation: number;
+  listeners: ListenerInfo[];
+  cert?: string;
+  key?: string;
+  /** The APP module (absolute path); none: the built-in demo. */
+  app?: string;
+}
+
+/** How a connection reached this worker. */
+export interface ConnectionInfo {
+  /** The listener it was accepted on. */
+  listener: ListenerInfo;
+  /** The primary's id for it. */
+  id: number;
+  /** How many connections came in the same hand-off message. */
+  batch: number;
+  primaryPid: number;
+}
+
+type Target = net.Server | ((socket: net.Socket, info: ConnectionInfo) => void);
+
+const INFO = Symbol('fdpass.connectionInfo');
+
+/** How a socket (plain or TLS, or an http request's socket) reached us. */
+export function connectionInfo(socket: net.Socket): ConnectionInfo | undefined {
+  const s = socket as net.Socket & { [INFO]?: ConnectionInfo; _parent?: net.Socket };
+  return s[INFO] ?? s._parent?.[INFO as never];
+}
+
+export class Worker extends EventEmitter {
+  readonly config: WorkerConfig;
+  #sock: UnixSocket;
+  #targets = new Map<string, Target>();
+  #tlsContexts = new Map<number, tls.SecureContext>();
+  #live = new Set<net.Socket>();
+  #requests = 0;
+  #loadScheduled = false;
+  #draining = false;
+  #servers = new Set<net.Server>();
+
+  constructor(sock: UnixSocket, config: WorkerConfig) {
+    super();
+    this.#sock = sock;
+    this.config = config;
+    sock.on('message', (m: Message) => this.#onMessage(m));
+    sock.on('error', (err) => this.emit('error', err));
+    // The primary is gone: nobody will hand us more; finish and go.
+    sock.on('end', () => void this.drain(10_000));
+  }
+
+  /** In a process started by the primary: the channel on fd 3 and the config
+   * in the environment. */
+  static fromPrimary(): Worker {
+    const raw = process.env[WORKER_ENV];
+    if (!raw) throw new Error(`${WORKER_ENV} is not set: this process was not started by fdpass serve`);
+    delete process.env[WORKER_ENV];
+    return new Worker(UnixSocket.fromFd(3), JSON.parse(raw) as WorkerConfig);
+  }
+
+  /**
+   * Where connections go, by listener name ('http', 'https', or the name in
+   * `--listen ...,name=NAME`): a net/http/https/tls server, or a function.
+   * `'*'` takes what no other entry names. Call once, then ready().
+   */
+  serve(targets: Record<string, Target>): this {
+    for (const [name, t] of Object.entries(targets)) {
+      this.#targets.set(name, t);
+      if (t instanceof EventEmitter) this.#watch(t as net.Server);
+    }
+    return this;
+  }
+
+  /** Tells the primary this worker takes connections. */
+  ready(): Promise<void> {
+    for (const l of this.config.listeners) {
+      if (!this.#targets.has(l.name) && !this.#targets.has('*')) {
+        throw new Error(`no server for listener '${l.name}' (${l.address}); serve({ ${JSON.stringify(l.name)}: server })`);
+      }
+    }
+    return this.#sock.send(encodeJson(Op.Ready, { pid: process.pid }));
+  }
+
+  /** Tells the primary this worker cannot start, and why. */
+  failed(message: string): Promise<void> {
+    return this.#sock.send(encodeJson(Op.Failed, { message }));
+  }
+
+  get liveConnections(): number {
+    return this.#live.size;
+  }
+
+  #watch(server: net.Server): void {
+    if (this.#servers.has(server)) return;
+    this.#servers.add(server);
+    server.on('request', () => {
+      this.#requests++;
+    });
+  }
+
+  #onMessage(m: Message): void {
+    let msg;
+    try {
+      msg = decodePrimaryMessage(m.data, m.fdCount);
+    } catch (err) {
+      m.close();
+      this.emit('error', new Error(`bad message from the primary: ${(err as Error).message}`));
+      return;
+    }
+    if (msg.op === Op.Conns) {
+      const fds = m.fds;
+      const ids = new Uint32Array(fds.length);
+      for (let i = 0; i < fds.length; i++) {
+        const c = msg.conns[i]!;
+        ids[i] = c.id;
+        this.#adopt(fds[i]!.release(), c.id, c.listener, fds.length);
+      }
+      // One ack per batch, before any of these sockets is read.
+      this.#sock.send(encodeAck(ids, ids.length, this.#live.size)).catch(() => {});
+    } else if (msg.op === Op.Shutdown) {
+      m.close();
+      void this.drain(msg.timeout);
+    } else {
+      m.close();
+      this.#sendLoad();
+    }
+  }
+
+  #adopt(fd: number, id: number, index: number, batch: number): void {
+    const listener = this.config.listeners[index];
+    const target = listener && (this.#targets.get(listener.name) ?? this.#targets.get('*'));
+    if (!listener || !target || this.#draining) {
+      native.close(fd);
+      return;
+    }
+    const socket = new net.Socket({ fd, readable: true, writable: true });
+    const info: ConnectionInfo = { listener, id, batch, primaryPid: this.config.primaryPid };
+    (socket as net.Socket & { [INFO]: ConnectionInfo })[INFO] = info;
+    this.#live.add(socket);
+    socket.once('close', () => {
+      this.#live.delete(socket);
+      this.#scheduleLoad();
+    });
+    if (listener.tls && !(target instanceof tls.Server)) {
+      this.#handshake(socket, listener, target, info);
+      return;
+    }
+    this.#deliver(target, socket, info);
+  }
+
+  #deliver(target: Target, socket: net.Socket, info: ConnectionInfo): void {
+    if (typeof target === 'function') target(socket, info);
+    else target.emit('connection', socket);
+  }
+
+  /** TLS for a listener whose server speaks plain: handshake here, then hand
+   * the decrypted stream over. */
+  #handshake(raw: net.Socket, listener: ListenerInfo, target: Target, info: ConnectionInfo): void {
+    let ctx = this.#tlsContexts.get(listener.index);
+    if (!ctx) {
+      if (!this.config.cert || !this.config.key) {
+        raw.destroy();
+        this.emit('error', new Error(`listener ${listener.address} is tls but no --cert/--key was given`));
+        return;
+      }
+      ctx = tls.createSecureContext({ cert: fs.readFileSync(this.config.cert), key: fs.readFileSync(this.config.key) });
+      this.#tlsContexts.set(listener.index, ctx);
+    }
+    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
+    (secure as tls.TLSSocket & { [INFO]: ConnectionInfo })[INFO] = info;
+    secure.once('secure', () => this.#deliver(target, secure, info));
+    secure.on('error', () => secure.destroy());
+  }
+
+  #scheduleLoad(): void {
+    if (this.#loadScheduled) return;
+    this.#loadScheduled = true;
+    setImmediate(() => {
+      this.#loadScheduled = false;
+      this.#sendLoad();
+    });
+  }
+
+  #sendLoad(): void {
+    if (this.#sock.closed) return;
+    this.#sock.send(encodeLoad(this.#live.size, this.#requests)).catch(() => {});
+  }
+
+  /**
+   * Stops taking connections, lets requests in flight finish (idle
+   * keep-alive connections are closed), and exits 0 once every connection
+   * is gone or `timeout` ms have passed.
+   */
+  async drain(timeout: number): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    for (const s of this.#servers) {
+      s.close();
+      (s as http.Server).closeIdleConnections?.();
+    }
+    const deadline = Date.now() + timeout;
+    while (this.#live.size > 0 && Date.now() < deadline) {
+      for (const s of this.#servers) (s as http.Server).closeIdleConnections?.();
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    for (const s of this.#live) s.destroy();
+    this.#sendLoad();
+    await this.#sock.end().catch(() => {});
+    this.emit('drained');
+    process.exit(0);
+  }
+}
