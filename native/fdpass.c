@@ -456,26 +456,95 @@ static napi_value fdp_sendmsgs(napi_env env, napi_callback_info info) {
 #define STOP_DRAINED 0 /* EAGAIN or a buffer filled up */
 #define STOP_EOF 1
 
+/* Room for a full SCM_RIGHTS and SCM_CREDENTIALS, with slack for any other
+ * control message the kernel may add (SCM_SECURITY). */
+#define CTL_SIZE \
+  (CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS) + CMSG_SPACE(sizeof(struct ucred)) + 256)
+
+/* Records one received message in meta/fds/addrs. Returns its fd count. */
+static int32_t take_msg(struct msghdr *msg, size_t r, size_t room, size_t boff,
+                        int32_t *m, int32_t *fds, size_t *foff, size_t flen,
+                        char *addr) {
+  memset(m, 0, sizeof(int32_t) * RECV_META);
+  int32_t nfds = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type == SCM_RIGHTS) {
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      /* Capacity was checked by the caller: one message carries <= 253. */
+      if (*foff + k > flen) k = flen - *foff;
+      memcpy(fds + *foff, CMSG_DATA(c), k * sizeof(int));
+      *foff += k;
+      nfds += (int32_t)k;
+    } else if (c->cmsg_type == SCM_CREDENTIALS &&
+               c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+      struct ucred uc;
+      memcpy(&uc, CMSG_DATA(c), sizeof(uc));
+      m[5] = 1;
+      m[6] = uc.pid;
+      m[7] = (int32_t)uc.uid;
+      m[8] = (int32_t)uc.gid;
+    }
+  }
+  m[0] = (int32_t)boff;
+  m[1] = (int32_t)r;
+  m[2] = (int32_t)(r < room ? r : room);
+  m[3] = nfds;
+  m[4] = msg->msg_flags;
+  if (addr) {
+    struct sockaddr_un *sa = msg->msg_name;
+    size_t pl = msg->msg_namelen > offsetof(struct sockaddr_un, sun_path)
+                    ? msg->msg_namelen - offsetof(struct sockaddr_un, sun_path)
+                    : 0;
+    if (pl > RECV_ADDR) pl = RECV_ADDR;
+    if (pl > 0 && sa->sun_path[0] != '\0') pl = strnlen(sa->sun_path, pl);
+    memcpy(addr, sa->sun_path, pl);
+    m[9] = (int32_t)pl;
+  }
+  return nfds;
+}
+
+/*
+ * A zero-byte SEQPACKET read without fds is EOF only when the peer hung up
+ * and nothing is queued behind it (an empty message is legal). The peek has
+ * no control buffer, so no fd gets installed by it.
+ */
+static int seqpacket_eof(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+  if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLRDHUP | POLLHUP))) return 0;
+  char b;
+  struct iovec iov = {.iov_base = &b, .iov_len = 1};
+  struct msghdr pm;
+  memset(&pm, 0, sizeof(pm));
+  pm.msg_iov = &iov;
+  pm.msg_iovlen = 1;
+  ssize_t pr = recvmsg(fd, &pm, MSG_PEEK | MSG_DONTWAIT);
+  return pr == 0 && !(pm.msg_flags & MSG_CTRUNC);
+}
+
 /*
  * recvmsgs(fd, buf, meta Int32Array, fds Int32Array, addrs Buffer|null,
- *          maxMsgs, maxMsgSize, status Int32Array[2]) -> count or -errno
+ *          maxMsgs, maxMsgSize, status Int32Array[2], ctl Buffer) -> count
  *
  * Receives until EAGAIN, EOF, maxMsgs, or until the next message might not
- * fit (less than maxMsgSize bytes of buf, or fewer than 253 fd slots, left).
- * maxMsgSize 0 means a byte stream: each read takes whatever space is left.
- * For datagrams MSG_TRUNC makes meta.len the true size, so a message larger
+ * fit (less than maxMsgSize bytes of buf, or fewer than 254 fd slots, left).
+ * maxMsgSize 0 means a byte stream: each read takes the space left. For
+ * packets MSG_TRUNC makes meta.len the true size, so a message larger
  * than its space is reported (stored < len), never silently cut.
  *
  * Every fd that arrives is reported in `fds`, including those of a message
- * flagged MSG_CTRUNC, so that the caller can close them. status[0] tells
- * whether EOF stopped the loop; status[1] holds an error (-errno) that ended a
- * loop which had already received something.
+ * flagged MSG_CTRUNC, so that the caller can close them; the batch ends
+ * after such a message (the receiver is likely out of fd slots until the
+ * caller closes them). status[0] tells whether EOF stopped the loop;
+ * status[1] holds an error (-errno) that ended a loop which had already
+ * received something. `ctl` is the caller's scratch for control data
+ * (CTL_SIZE bytes), so that worker threads share nothing.
  */
 static napi_value fdp_recvmsgs(napi_env env, napi_callback_info info) {
-  FDPASS_ARGS(8);
+  FDPASS_ARGS(9);
   int32_t fd, max_msgs, max_size, *meta, *fds, *status;
-  size_t blen, mlen, flen, slen, alen = 0;
-  char *buf, *addrs = NULL;
+  size_t blen, mlen, flen, slen, alen = 0, clen;
+  char *buf, *addrs = NULL, *ctl;
   if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
   if (!get_buffer(env, argv[1], (void **)&buf, &blen)) THROW_TYPE("buf");
   if (!get_i32_array(env, argv[2], &meta, &mlen)) THROW_TYPE("meta");
@@ -487,38 +556,37 @@ static napi_value fdp_recvmsgs(napi_env env, napi_callback_info info) {
   if (!fdpass_get_i32(env, argv[6], &max_size)) THROW_TYPE("maxMsgSize");
   if (!get_i32_array(env, argv[7], &status, &slen) || slen < 2)
     THROW_TYPE("status");
+  if (!get_buffer(env, argv[8], (void **)&ctl, &clen)) THROW_TYPE("ctl");
   if (max_msgs < 1 || (size_t)max_msgs * RECV_META > mlen ||
       (addrs && (size_t)max_msgs * RECV_ADDR > alen) || max_size < 0 ||
-      flen < FDPASS_MAX_FDS + 1)
+      flen < FDPASS_MAX_FDS + 1 || clen < CTL_SIZE ||
+      ((uintptr_t)ctl % sizeof(size_t)) != 0)
     THROW_TYPE("capacity");
-
-  union {
-    struct cmsghdr align;
-    /* Room for a full SCM_RIGHTS and SCM_CREDENTIALS, with slack for any
-     * other control message the kernel may add (SCM_SECURITY). */
-    char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS) +
-             CMSG_SPACE(sizeof(struct ucred)) + 256];
-  } ctl;
 
   size_t boff = 0, foff = 0;
   int32_t n = 0;
   status[0] = STOP_DRAINED;
   status[1] = 0;
+
+  /*
+   * One recvmsg() per message, not recvmmsg(): at RLIMIT_NOFILE a message
+   * comes with MSG_CTRUNC, and the batch must stop right there (see below),
+   * which recvmmsg() cannot do: it would read on and truncate the next ones.
+   */
   int is_stream = max_size == 0;
   while (n < max_msgs) {
     size_t room = blen - boff;
     if (n > 0 && (is_stream ? room == 0 : room < (size_t)max_size)) break;
     if (n > 0 && flen - foff < FDPASS_MAX_FDS + 1) break;
     if (!is_stream && room > (size_t)max_size) room = (size_t)max_size;
-
     struct iovec iov = {.iov_base = buf + boff, .iov_len = room};
     struct sockaddr_un sa;
     struct msghdr msg;
     memset(&msg, 0, sizeof(msg));
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof(ctl.buf);
+    msg.msg_control = ctl;
+    msg.msg_controllen = CTL_SIZE;
     if (addrs) {
       msg.msg_name = &sa;
       msg.msg_namelen = sizeof(sa);
@@ -534,83 +602,24 @@ static napi_value fdp_recvmsgs(napi_env env, napi_callback_info info) {
       if (e != EAGAIN && e != EWOULDBLOCK) status[1] = -e;
       break;
     }
-
     int32_t *m = meta + (size_t)n * RECV_META;
-    memset(m, 0, sizeof(int32_t) * RECV_META);
-    int32_t nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET) continue;
-      if (c->cmsg_type == SCM_RIGHTS) {
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        /* Capacity was checked above: one message carries at most 253 fds. */
-        if (foff + k > flen) k = flen - foff;
-        memcpy(fds + foff, CMSG_DATA(c), k * sizeof(int));
-        foff += k;
-        nfds += (int32_t)k;
-      } else if (c->cmsg_type == SCM_CREDENTIALS &&
-                 c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
-        struct ucred uc;
-        memcpy(&uc, CMSG_DATA(c), sizeof(uc));
-        m[5] = 1;
-        m[6] = uc.pid;
-        m[7] = (int32_t)uc.uid;
-        m[8] = (int32_t)uc.gid;
-      }
+    int32_t nfds = take_msg(&msg, (size_t)r, room, boff, m, fds, &foff, flen,
+                            addrs ? addrs + (size_t)n * RECV_ADDR : NULL);
+    /* Zero bytes: EOF on a stream (a stream message has at least one byte);
+     * on SEQPACKET maybe an empty message; datagram sockets have no EOF. */
+    if (r == 0 && nfds == 0 && !addrs && (is_stream || seqpacket_eof(fd))) {
+      status[0] = STOP_EOF;
+      break;
     }
-    size_t stored = (size_t)r < room ? (size_t)r : room;
-
-    /*
-     * A zero-byte read is EOF on a stream (a stream message has at least one
-     * byte). On SEQPACKET it may be an empty message; it is EOF only when it
-     * carried no fds and the peer has hung up. Datagram sockets have no EOF.
-     */
-    if (r == 0 && nfds == 0 && !addrs) {
-      int eof = is_stream;
-      if (!eof) {
-        struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
-        eof = poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
-        if (eof) {
-          /* Hung up, but messages may still be queued behind this empty
-           * one: peek (no control buffer, so no fd is installed). */
-          char b;
-          struct iovec piov = {.iov_base = &b, .iov_len = 1};
-          struct msghdr pm;
-          memset(&pm, 0, sizeof(pm));
-          pm.msg_iov = &piov;
-          pm.msg_iovlen = 1;
-          ssize_t pr = recvmsg(fd, &pm, MSG_PEEK | MSG_DONTWAIT);
-          eof = pr == 0 && !(pm.msg_flags & MSG_CTRUNC);
-        }
-      }
-      if (eof) {
-        status[0] = STOP_EOF;
-        break;
-      }
-    }
-
-    m[0] = (int32_t)boff;
-    m[1] = (int32_t)r;
-    m[2] = (int32_t)stored;
-    m[3] = nfds;
-    m[4] = msg.msg_flags;
-    if (addrs) {
-      size_t pl = msg.msg_namelen > offsetof(struct sockaddr_un, sun_path)
-                      ? msg.msg_namelen - offsetof(struct sockaddr_un, sun_path)
-                      : 0;
-      if (pl > RECV_ADDR) pl = RECV_ADDR;
-      if (pl > 0 && sa.sun_path[0] != '\0') pl = strnlen(sa.sun_path, pl);
-      memcpy(addrs + (size_t)n * RECV_ADDR, sa.sun_path, pl);
-      m[9] = (int32_t)pl;
-    }
-    boff += stored;
+    boff += m[2];
     n++;
-    /* A short stream read means the queue is (momentarily) empty, or the
-     * kernel stopped at an fd-bearing segment; either way, poll again. */
-    if (is_stream && stored < room && nfds == 0) break;
     /* MSG_CTRUNC usually means RLIMIT_NOFILE: the fds this one brought fill
      * the table until the caller closes them, so reading on would truncate
      * every following message too. Hand this batch back first. */
     if (msg.msg_flags & MSG_CTRUNC) break;
+    /* A short stream read means the queue is (momentarily) empty, or the
+     * kernel stopped at an fd-bearing segment (then read on). */
+    if (is_stream && (size_t)r < room && nfds == 0) break;
   }
   return fdpass_int(env, n);
 }
@@ -711,7 +720,7 @@ static napi_value constants(napi_env env) {
       {"SHUT_RDWR", SHUT_RDWR},       {"FD_CLOEXEC", FD_CLOEXEC},
       {"MAX_FDS", FDPASS_MAX_FDS},    {"RECV_META", RECV_META},
       {"RECV_ADDR", RECV_ADDR},       {"SEND_META", SEND_META},
-      {"STOP_EOF", STOP_EOF},         {"SUN_PATH_MAX", 108},
+      {"STOP_EOF", STOP_EOF},         {"RECV_CTL", CTL_SIZE},         {"SUN_PATH_MAX", 108},
       {"SOL_SOCKET", SOL_SOCKET},     {"SO_REUSEADDR", SO_REUSEADDR},
       {"IPPROTO_IPV6", IPPROTO_IPV6}, {"IPV6_V6ONLY", IPV6_V6ONLY},
       {"IPPROTO_TCP", IPPROTO_TCP},   {"TCP_NODELAY", TCP_NODELAY},

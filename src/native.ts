@@ -23,6 +23,8 @@ export interface NativeConstants {
   readonly RECV_ADDR: number;
   readonly SEND_META: number;
   readonly STOP_EOF: number;
+  /** Bytes of control-data scratch recvmsgs() needs. */
+  readonly RECV_CTL: number;
   readonly SUN_PATH_MAX: number;
   readonly SOL_SOCKET: number;
   readonly SO_REUSEADDR: number;
@@ -57,7 +59,7 @@ export interface NativeBinding {
   sendmsgs(fd: number, data: Uint8Array, meta: Int32Array, fds: Int32Array, count: number,
     addr: Uint8Array | null, result: Int32Array): number;
   recvmsgs(fd: number, buf: Uint8Array, meta: Int32Array, fds: Int32Array, addrs: Uint8Array | null,
-    maxMsgs: number, maxMsgSize: number, status: Int32Array): number;
+    maxMsgs: number, maxMsgSize: number, status: Int32Array, ctl: Uint8Array): number;
   socketInet(family: number): number;
   setIntOpt(fd: number, level: number, name: number, value: number): number;
   bindInet(fd: number, family: number, ip: string, port: number): number;

@@ -27,6 +27,7 @@ export async function serve(args: string[]): Promise<void> {
       key: { type: 'string' },
       control: { type: 'string' },
       'shutdown-timeout': { type: 'string', default: '10000' },
+      'ready-timeout': { type: 'string', default: '10000' },
     },
   });
   if (positionals.length > 1) throw new UsageError(`one APP at most, got ${positionals.join(' ')}`);
@@ -44,6 +45,8 @@ export async function serve(args: string[]): Promise<void> {
   if (!STRATEGIES.includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}, not '${values.strategy}'`);
   const shutdownTimeout = Number(values['shutdown-timeout']);
   if (!Number.isInteger(shutdownTimeout) || shutdownTimeout < 0) throw new UsageError(`--shutdown-timeout must be milliseconds, not '${values['shutdown-timeout']}'`);
+  const readyTimeout = Number(values['ready-timeout']);
+  if (!Number.isInteger(readyTimeout) || readyTimeout < 1) throw new UsageError(`--ready-timeout must be milliseconds, not '${values['ready-timeout']}'`);
   if (Boolean(values.cert) !== Boolean(values.key)) throw new UsageError('--cert and --key go together');
   let cert = values.cert;
   let key = values.key;
@@ -57,7 +60,7 @@ export async function serve(args: string[]): Promise<void> {
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app && !fs.existsSync(app)) throw Object.assign(new Error(`APP ${app}`), { code: 'ENOENT' });
 
-  const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout });
+  const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout, readyTimeout });
   const controlPath = values.control ?? defaultControlPath();
   let control;
   try {
@@ -66,9 +69,6 @@ export async function serve(args: string[]): Promise<void> {
     await primary.shutdown();
     throw err;
   }
-  for (const l of primary.sockets) process.stderr.write(`fdpass: ${l.name} on ${l.address}${l.tls ? ' (tls)' : ''}\n`);
-  process.stderr.write(`fdpass: ${workers} workers, ${strategy}; control socket ${controlPath}; pid ${process.pid}\n`);
-
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -79,11 +79,14 @@ export async function serve(args: string[]): Promise<void> {
       process.exit(0);
     });
   };
+  // Before saying we are up: a supervisor may signal as soon as it reads that.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => {
     primary.reload().catch(() => {}); // logged by the primary
   });
+  for (const l of primary.sockets) process.stderr.write(`fdpass: ${l.name} on ${l.address}${l.tls ? ' (tls)' : ''}\n`);
+  process.stderr.write(`fdpass: ${workers} workers, ${strategy}; control socket ${controlPath}; pid ${process.pid}\n`);
 }
 
 /** An unreadable or invalid certificate is a start-up error, not a worker's. */

@@ -465,12 +465,19 @@ export class Primary extends EventEmitter {
 
   #readyWorkers(): WorkerRec[] {
     const out: WorkerRec[] = [];
-    for (const s of this.#slots) {
-      const w = s.current;
-      if (w && w.state === 'ready' && w.generation === this.#generation) out.push(w);
+    if (!this.#reloading) {
+      for (const s of this.#slots) {
+        const w = s.current;
+        if (w && w.state === 'ready' && w.generation === this.#generation) out.push(w);
+      }
     }
     if (out.length === 0) {
-      // During a reload the previous generation serves until the new is ready.
+      // During a reload the previous generation serves until all of the new
+      // one is ready (a new worker ready early gets nothing yet, so a reload
+      // that fails and is rolled back has handed nothing to its workers).
+      for (const w of this.#workers) if (w.state === 'ready' && w.generation < this.#generation) out.push(w);
+    }
+    if (out.length === 0) {
       for (const w of this.#workers) if (w.state === 'ready') out.push(w);
     }
     return out;

@@ -54,6 +54,19 @@ export interface ConnectionInfo {
 type Target = net.Server | ((socket: net.Socket, info: ConnectionInfo) => void);
 
 const INFO = Symbol('fdpass.connectionInfo');
+/** On a connection as adopted (the raw socket): what its HTTP server is doing with it. */
+const HTTP = Symbol('fdpass.httpState');
+/** On a TLS socket made here: the raw socket under it. */
+const RAW = Symbol('fdpass.raw');
+
+interface HttpState {
+  /** The socket the HTTP server reads (the TLS socket over a tls listener). */
+  socket: net.Socket;
+  /** The response in progress, or null once the last one is finished (idle keep-alive). */
+  res: http.ServerResponse | null;
+}
+
+type Adopted = net.Socket & { [HTTP]?: HttpState };
 
 /** How a socket (plain or TLS, or an http request's socket) reached us. */
 export function connectionInfo(socket: net.Socket): ConnectionInfo | undefined {
@@ -126,9 +139,29 @@ export class Worker extends EventEmitter {
   #watch(server: net.Server): void {
     if (this.#servers.has(server)) return;
     this.#servers.add(server);
-    server.on('request', () => {
+    // Servers here never listen(), so Node's own connection tracking (and
+    // with it closeIdleConnections()) is not set up: track requests per
+    // connection ourselves, for drain().
+    // First in line, so that a draining worker's `Connection: close` is set
+    // before the app's handler writes the head.
+    server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.#requests++;
+      const conn = this.#adoptedOf(req.socket);
+      if (!conn) return;
+      const state: HttpState = { socket: req.socket, res };
+      conn[HTTP] = state;
+      if (this.#draining && !res.headersSent) res.setHeader('connection', 'close');
+      res.once('finish', () => {
+        if (state.res === res) state.res = null;
+      });
     });
+  }
+
+  /** The adopted socket under `s` (itself, or the raw one under a TLS socket). */
+  #adoptedOf(s: net.Socket): Adopted | undefined {
+    const x = s as net.Socket & { [RAW]?: net.Socket; _parent?: net.Socket };
+    for (const c of [x, x[RAW], x._parent]) if (c && this.#live.has(c)) return c;
+    return undefined;
   }
 
   #onMessage(m: Message): void {
@@ -201,8 +234,31 @@ export class Worker extends EventEmitter {
     }
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
     (secure as tls.TLSSocket & { [INFO]: ConnectionInfo })[INFO] = info;
+    (secure as tls.TLSSocket & { [RAW]: net.Socket })[RAW] = raw;
     secure.once('secure', () => this.#deliver(target, secure, info));
     secure.on('error', () => secure.destroy());
+  }
+
+  /**
+   * While draining, HTTP connections go once their requests are answered: a
+   * keep-alive connection between requests is closed now; one with a
+   * response in progress gets `Connection: close` (if its headers are not out
+   * yet) and is closed when idle. A connection that has not sent a request
+   * yet is left to send it: it was handed to us, so it is answered. (Node's
+   * closeIdleConnections() would close those too, and does nothing here
+   * anyway: it needs a server that listen()ed.)
+   */
+  #closeIdle(): void {
+    for (const conn of this.#live as Set<Adopted>) {
+      const st = conn[HTTP];
+      if (!st) continue;
+      if (st.res === null) {
+        st.socket.destroy();
+        conn.destroy();
+      } else if (!st.res.headersSent) {
+        st.res.setHeader('connection', 'close');
+      }
+    }
   }
 
   #scheduleLoad(): void {
@@ -227,13 +283,11 @@ export class Worker extends EventEmitter {
   async drain(timeout: number): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
-    for (const s of this.#servers) {
-      s.close();
-      (s as http.Server).closeIdleConnections?.();
-    }
+    for (const s of this.#servers) s.close();
     const deadline = Date.now() + timeout;
-    while (this.#live.size > 0 && Date.now() < deadline) {
-      for (const s of this.#servers) (s as http.Server).closeIdleConnections?.();
+    for (;;) {
+      this.#closeIdle();
+      if (this.#live.size === 0 || Date.now() >= deadline) break;
       await new Promise((res) => setTimeout(res, 20));
     }
     for (const s of this.#live) s.destroy();

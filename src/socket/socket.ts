@@ -91,6 +91,7 @@ const RMETA = new Int32Array(RECV_BATCH * K.RECV_META);
 const RFDS = new Int32Array(32 * (MAX_FDS + 1));
 const RADDR = Buffer.allocUnsafe(RECV_BATCH * K.RECV_ADDR);
 const RSTATUS = new Int32Array(2);
+const RCTL = Buffer.alloc(K.RECV_CTL); // its own (aligned) ArrayBuffer: larger than the pool
 
 const SEND_BATCH = 64;
 const SEND_INLINE = 64 * 1024; // messages up to this size are copied into SBUF
@@ -160,6 +161,7 @@ export class UnixSocket extends EventEmitter {
   #waiters: Waiter[] = [];
   #iterators = 0;
   #passCred: boolean;
+  #disarmScheduled = false;
 
   /** @internal Use UnixSocket.connect(), .pair(), .fromFd() or .datagram(). */
   constructor(fd: number, type: SocketType, options: SocketOptions = {}) {
@@ -660,8 +662,23 @@ export class UnixSocket extends EventEmitter {
 
   #updatePoll(): void {
     if (this.#closed) return;
-    const want = (this.#wantRead() ? POLL_READ : 0) | (this.#writeBlocked && !this.#retryTimer ? POLL_WRITE : 0);
+    let want = (this.#wantRead() ? POLL_READ : 0) | (this.#writeBlocked && !this.#retryTimer ? POLL_WRITE : 0);
     if (want === this.#pollEvents) return;
+    if (this.#pollEvents & POLL_READ && !(want & POLL_READ) && this.#inbox.length < this.#hwm && !this.#eof) {
+      // The last consumer is gone, but a request/response loop calls
+      // receive() again as soon as its promise settles: keep watching until
+      // the end of this loop turn rather than pay two epoll_ctl() calls per
+      // message. (At most one wake-up finds nobody to read for.)
+      if (!this.#disarmScheduled) {
+        this.#disarmScheduled = true;
+        setImmediate(() => {
+          this.#disarmScheduled = false;
+          this.#updatePoll();
+        });
+      }
+      want |= POLL_READ;
+      if (want === this.#pollEvents) return;
+    }
     if (this.#poll === null) {
       if (want === 0) return;
       const h = native.pollOpen(this.#fd, (ev) => this.#onPoll(ev));
@@ -710,7 +727,7 @@ export class UnixSocket extends EventEmitter {
     for (let round = 0; round < 16 && this.#wantRead(); round++) {
       const dgram = this.type === 'dgram';
       const max = this.type === 'stream' ? 0 : this.#maxSize;
-      const n = native.recvmsgs(this.#fd, RBUF, RMETA, RFDS, dgram ? RADDR : null, RECV_BATCH, max, RSTATUS);
+      const n = native.recvmsgs(this.#fd, RBUF, RMETA, RFDS, dgram ? RADDR : null, RECV_BATCH, max, RSTATUS, RCTL);
       if (n < 0) {
         if (n === EAGAIN) break;
         if (n === ECONNRESET && this.type !== 'dgram') {
