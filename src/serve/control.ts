@@ -27,7 +27,7 @@ export async function startControl(primary: Primary, file: string): Promise<Unix
     sock.unref();
     const ch = new Channel(sock);
     ch.on('error', () => ch.close());
-    ch.handle('status', () => primary.status());
+    ch.handle('status', () => primary.freshStatus());
     ch.handle('reload', async () => {
       await primary.reload();
       return {};

@@ -28,7 +28,7 @@ import { UnixSocket } from '../socket/socket';
 import type { Message } from '../socket/message';
 import { MAX_FDS } from '../socket/frame';
 import { openListeners, closeListeners, publicInfo, type Listener, type ListenerSpec, type ListenerInfo } from './listeners';
-import { decodeWorkerMessage, encodeConns, encodeShutdown, Op } from './protocol';
+import { decodeWorkerMessage, encodeConns, encodeShutdown, encodeStatusQuery, Op } from './protocol';
 import { WORKER_ENV, type WorkerConfig } from './worker';
 
 export type Strategy = 'round-robin' | 'least-connections' | 'hash';
@@ -122,6 +122,7 @@ interface WorkerRec {
   failure: string | undefined;
   onReady: ((err?: Error) => void) | null;
   exited: Promise<void>;
+  loadWaiters: (() => void)[];
 }
 
 interface Slot {
@@ -229,6 +230,7 @@ export class Primary extends EventEmitter {
       cert: this.#opts.cert && path.resolve(this.#opts.cert),
       key: this.#opts.key && path.resolve(this.#opts.key),
       app: this.#opts.app && path.resolve(this.#opts.app),
+      reportLoad: this.#opts.strategy === 'least-connections',
     };
     const script = this.#opts.workerScript ?? path.join(__dirname, 'worker-main.js');
     let child: ChildProcess;
@@ -243,7 +245,7 @@ export class Primary extends EventEmitter {
     const w: WorkerRec = {
       slot, generation, child, sock: mine, state: 'starting', pid: child.pid, inflight: new Map(),
       handed: 0, acked: 0, live: 0, requests: 0, startedAt: Date.now(),
-      readyTimer: null, killTimer: null, failure: undefined, onReady: null,
+      readyTimer: null, killTimer: null, failure: undefined, onReady: null, loadWaiters: [],
       exited: new Promise((res) => child.once('exit', () => res())),
     };
     this.#workers.add(w);
@@ -295,6 +297,7 @@ export class Primary extends EventEmitter {
       case Op.Load:
         w.live = msg.live;
         w.requests = msg.requests;
+        for (const f of w.loadWaiters.splice(0)) f();
         break;
       case Op.Ready:
         if (w.state !== 'starting') break;
@@ -622,6 +625,22 @@ export class Primary extends EventEmitter {
   #sampleRate(): void {
     this.#rate.push({ t: Date.now(), handed: this.#handed });
     if (this.#rate.length > 11) this.#rate.shift();
+  }
+
+  /** status(), after asking every worker for its current counts (waiting
+   * at most `timeout` ms for the answers). */
+  async freshStatus(timeout = 250): Promise<Status> {
+    const asks = [...this.#workers].filter((w) => w.state === 'ready' || w.state === 'draining').map((w) =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, timeout);
+        w.loadWaiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+        w.sock.send(encodeStatusQuery()).catch(() => resolve());
+      }));
+    await Promise.all(asks);
+    return this.status();
   }
 
   status(): Status {

@@ -38,6 +38,8 @@ export interface WorkerConfig {
   key?: string;
   /** The APP module (absolute path); none: the built-in demo. */
   app?: string;
+  /** Report live connection counts as they change (least-connections needs them). */
+  reportLoad?: boolean;
 }
 
 /** How a connection reached this worker. */
@@ -82,6 +84,8 @@ export class Worker extends EventEmitter {
   #live = new Set<net.Socket>();
   #requests = 0;
   #loadScheduled = false;
+  #acks: number[] = [];
+  #ackScheduled = false;
   #draining = false;
   #servers = new Set<net.Server>();
 
@@ -175,14 +179,17 @@ export class Worker extends EventEmitter {
     }
     if (msg.op === Op.Conns) {
       const fds = m.fds;
-      const ids = new Uint32Array(fds.length);
       for (let i = 0; i < fds.length; i++) {
         const c = msg.conns[i]!;
-        ids[i] = c.id;
+        this.#acks.push(c.id);
         this.#adopt(fds[i]!.release(), c.id, c.listener, fds.length);
       }
-      // One ack per batch, before any of these sockets is read.
-      this.#sock.send(encodeAck(ids, ids.length, this.#live.size)).catch(() => {});
+      // One ack for everything adopted in this loop turn, sent before any of
+      // these sockets is read (reads start on a later turn).
+      if (!this.#ackScheduled) {
+        this.#ackScheduled = true;
+        queueMicrotask(() => this.#flushAcks());
+      }
     } else if (msg.op === Op.Shutdown) {
       m.close();
       void this.drain(msg.timeout);
@@ -261,8 +268,18 @@ export class Worker extends EventEmitter {
     }
   }
 
+  #flushAcks(): void {
+    this.#ackScheduled = false;
+    const ids = this.#acks;
+    this.#acks = [];
+    for (let i = 0; i < ids.length; i += 16384) {
+      const part = ids.slice(i, i + 16384);
+      this.#sock.send(encodeAck(part, part.length, this.#live.size)).catch(() => {});
+    }
+  }
+
   #scheduleLoad(): void {
-    if (this.#loadScheduled) return;
+    if (this.#loadScheduled || !this.config.reportLoad) return;
     this.#loadScheduled = true;
     setImmediate(() => {
       this.#loadScheduled = false;
