@@ -1,0 +1,110 @@
+/**
+ * fdpass serve, bad input: each start-up failure is one clear line on
+ * stderr and a non-zero exit, promptly, with nothing left behind (no worker
+ * process, no bound port).
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { trackFds, tmpDir } from '../helpers/fds';
+import { startServe, runServe, freePort, alive, APPS, DEV_CERT, DEV_KEY, type ServeResult } from '../helpers/serve';
+
+/** Pids of the workers a failed run had spawned, from its log. */
+function spawnedWorkers(r: ServeResult): number[] {
+  return r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { event: string; pid: number })
+    .filter((e) => e.event === 'worker-spawn').map((e) => e.pid);
+}
+
+async function assertPortFree(port: number): Promise<void> {
+  const srv = net.createServer();
+  await new Promise<void>((res, rej) => srv.once('error', rej).listen(port, '127.0.0.1', () => res()));
+  await new Promise<void>((res) => srv.close(() => res()));
+}
+
+test('address in use: another fdpass serve on the port, or the same port twice', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const first = await startServe(['--listen', '127.0.0.1:0', '--workers', '1', '--control', path.join(dir, 'c1.sock')], { owner: scope });
+  const port = first.listener('http').port!;
+
+  const r = await runServe(['--listen', `127.0.0.1:${port}`, '--workers', '1', '--control', path.join(dir, 'c2.sock')]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`^fdpass: bind 127\\.0\\.0\\.1:${port}: EADDRINUSE$`, 'm'));
+  assert.deepEqual(spawnedWorkers(r), [], 'no worker is started when a listener cannot be opened');
+
+  const free = await freePort();
+  const twice = await runServe(['--listen', `127.0.0.1:${free}`, '--listen', `127.0.0.1:${free},tls`, '--cert', DEV_CERT, '--key', DEV_KEY,
+    '--workers', '1', '--control', path.join(dir, 'c3.sock')]);
+  assert.equal(twice.code, 1, twice.stderr);
+  assert.match(twice.stderr, new RegExp(`^fdpass: bind 127\\.0\\.0\\.1:${free}: EADDRINUSE$`, 'm'));
+  await assertPortFree(free); // the first of the two listeners was closed again
+  assert.ok(!fs.existsSync(path.join(dir, 'c3.sock')));
+
+  const ok = await first.stop();
+  assert.equal(ok.code, 0, ok.stderr);
+});
+
+test('certificates: an unreadable path and an invalid certificate are refused before anything starts', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const missing = path.join(dir, 'missing.crt');
+  const r1 = await runServe(['--listen', '127.0.0.1:0,tls', '--cert', missing, '--key', DEV_KEY, '--workers', '1', '--control', path.join(dir, 'c.sock')]);
+  assert.equal(r1.code, 1, r1.stderr);
+  assert.match(r1.stderr, new RegExp(`^fdpass: read ${missing.replace(/[.]/g, '\\.')}: ENOENT$`, 'm'));
+
+  const bad = path.join(dir, 'bad.crt');
+  fs.writeFileSync(bad, '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n');
+  const r2 = await runServe(['--listen', '127.0.0.1:0,tls', '--cert', bad, '--key', DEV_KEY, '--workers', '1', '--control', path.join(dir, 'c.sock')]);
+  assert.equal(r2.code, 1, r2.stderr);
+  assert.match(r2.stderr, /^fdpass: --cert \S+bad\.crt --key \S+dev-localhost\.key: invalid \(.+\): \S+$/m);
+
+  // A key that does not belong to the certificate.
+  const otherKey = path.join(dir, 'other.key');
+  fs.writeFileSync(otherKey, (await import('node:crypto')).generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  const r3 = await runServe(['--listen', '127.0.0.1:0,tls', '--cert', DEV_CERT, '--key', otherKey, '--workers', '1', '--control', path.join(dir, 'c.sock')]);
+  assert.equal(r3.code, 1, r3.stderr);
+  assert.match(r3.stderr, /^fdpass: --cert \S+ --key \S+other\.key: invalid \(.*key values mismatch.*\): \S+$/m);
+
+  for (const r of [r1, r2, r3]) assert.deepEqual(spawnedWorkers(r), []);
+  t.diagnostic(`messages: ${[r1, r2, r3].map((r) => r.stderr.trim().split('\n').pop()).join(' | ')}`);
+});
+
+test('an APP that throws while loading: the error is named, exit non-zero, no hang, no worker left', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const r = await runServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'c.sock'), path.join(APPS, 'throws-on-load.js')], { timeout: 10_000 });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^fdpass: worker \d+ \(pid \d+\) failed to start: .*fixture app exploded while loading.*: FDPASS_ERR_WORKER_START$/m);
+  assert.ok(r.ms < 5000, `exited after ${r.ms} ms`);
+  const workers = spawnedWorkers(r);
+  assert.equal(workers.length, 2);
+  assert.ok(workers.every((pid) => !alive(pid)), 'no worker outlives the primary');
+  assert.ok(!fs.existsSync(path.join(dir, 'c.sock')));
+});
+
+test('a worker that never becomes ready: failure reported and exit non-zero within --ready-timeout', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const READY = 1500;
+  const r = await runServe(['--listen', '127.0.0.1:0', '--workers', '2', '--ready-timeout', String(READY), '--control', path.join(dir, 'c.sock'),
+    path.join(APPS, 'never-ready.js')], { timeout: 10_000 });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`^fdpass: worker \\d+ \\(pid \\d+\\) failed to start: not ready within ${READY} ms: FDPASS_ERR_WORKER_START$`, 'm'));
+  assert.ok(r.ms >= READY && r.ms < READY + 4000, `exited after ${r.ms} ms`);
+  assert.ok(spawnedWorkers(r).every((pid) => !alive(pid)), 'the stuck workers were killed');
+  t.diagnostic(`exited ${r.ms} ms after start with --ready-timeout ${READY}`);
+});
+
+test('usage: a missing APP, a bad --ready-timeout', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const missing = path.join(dir, 'no-such-app.js');
+  const r1 = await runServe(['--listen', '127.0.0.1:0', '--control', path.join(dir, 'c.sock'), missing]);
+  assert.equal(r1.code, 1);
+  assert.match(r1.stderr, new RegExp(`^fdpass: APP ${missing.replace(/[.]/g, '\\.')}: ENOENT$`, 'm'));
+  const r2 = await runServe(['--listen', '127.0.0.1:0', '--ready-timeout', 'soon']);
+  assert.equal(r2.code, 2);
+  assert.match(r2.stderr, /^fdpass: --ready-timeout must be milliseconds, not 'soon': EUSAGE$/m);
+});

@@ -1,0 +1,135 @@
+/**
+ * fdpass serve, lifecycle under load: several client loops make requests on
+ * new connections without pause (each answered after ~20 ms, so some are
+ * always in flight) while the primary reloads (SIGHUP) or shuts down
+ * (SIGTERM). No request may fail; after a reload new requests go to the
+ * new generation and the old workers exit; after SIGTERM every connection
+ * that was established is answered, then connecting is refused, and the
+ * primary exits 0.
+ */
+import * as assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { trackFds, tmpDir } from '../helpers/fds';
+import { startServe, request, HttpConnection, LoadLoop, alive, tally, sleep, APPS, DEV_CERT, DEV_KEY } from '../helpers/serve';
+
+const LOOPS = 8;
+const SLOW = path.join(APPS, 'slow.js');
+
+test('SIGHUP under load: no failed request; new requests go to generation 2; the old workers drain and exit', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'control.sock'), SLOW], { owner: scope });
+  const gen1 = (await s.status()).workers.map((w) => w.pid!);
+  const load = new LoadLoop(s.listener('http'), LOOPS, { path: '/?ms=20' });
+  scope.defer(() => load.stop());
+  await load.waitOk(40);
+
+  s.signal('SIGHUP');
+  const done = await s.waitEvent((e) => e.event === 'reload-done' && e.generation === 2, 10_000, 'reload-done');
+  const switched = Date.now();
+  const switchedAtPrimary = Date.parse(done.time);
+  const gen2 = s.events('worker-ready').filter((e) => e.generation === 2).map((e) => e.pid as number);
+  assert.equal(gen2.length, 2);
+  assert.ok(gen2.every((p) => !gen1.includes(p)), 'new pids');
+  const okAtSwitch = load.ok;
+  // The old generation drains (each exits once its requests are done).
+  const drained = await s.waitEvents((e) => e.event === 'worker-drained' && gen1.includes(e.pid as number), gen1.length, 10_000, 'old workers drained');
+  assert.ok(drained.every((e) => e.redispatched === 0));
+  await load.waitOk(okAtSwitch + 60);
+  await load.stop();
+
+  assert.deepEqual(load.failures.map((e) => e.message), [], 'no request failed during the reload');
+  const late = load.records.filter((r) => r.start > switched);
+  assert.ok(late.length >= 60);
+  const lateWorkers = tally(late.map((r) => r.worker));
+  assert.deepEqual([...lateWorkers.keys()].filter((p) => !gen2.includes(p)), [], 'requests made after the reload are answered by generation 2');
+  assert.equal(lateWorkers.size, 2, 'by both new workers');
+  // Until all of generation 2 is ready (reload-done), generation 1 serves.
+  const early = load.records.filter((r) => r.end < switchedAtPrimary);
+  assert.deepEqual([...tally(early.map((r) => r.worker)).keys()].sort(), [...gen1].sort(), 'requests answered before reload-done: generation 1 only');
+  for (const pid of gen1) {
+    for (let i = 0; alive(pid) && i < 100; i++) await sleep(10);
+    assert.ok(!alive(pid), `old worker ${pid} exited`);
+  }
+  const st = await s.status();
+  assert.equal(st.primary.generation, 2);
+  assert.deepEqual(st.workers.map((w) => [w.generation, w.state, w.restarts]), [[2, 'ready', 0], [2, 'ready', 0]]);
+  assert.deepEqual(s.childPids().sort(), [...gen2].sort());
+  t.diagnostic(`${load.ok} requests, ${late.length} after the switch; by worker: ${JSON.stringify(Object.fromEntries(tally(load.records.map((r) => r.worker))))}`);
+
+  const r = await s.stop();
+  assert.equal(r.code, 0, r.stderr);
+});
+
+test('SIGTERM under load: every established connection is answered, then connecting is refused; exit status 0', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'control.sock'), SLOW], { owner: scope });
+  const load = new LoadLoop(s.listener('http'), LOOPS, { path: '/?ms=20', refusedEnds: true });
+  scope.defer(() => load.stop());
+  await load.waitOk(40);
+
+  const term = Date.now();
+  s.signal('SIGTERM');
+  const result = await s.exited;
+  await load.done;
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.signal, null);
+  assert.deepEqual(load.failures.map((e) => `${(e as NodeJS.ErrnoException).code ?? ''} ${e.message}`), [], 'no request failed during the shutdown');
+  assert.equal(load.refused, LOOPS, 'each loop ended on a refused connect');
+  const inFlight = load.records.filter((r) => r.start <= term && r.end > term).length;
+  t.diagnostic(`${load.ok} answered, ${inFlight} of them in flight at SIGTERM; stopped event: ${JSON.stringify(s.events('stopped')[0])}`);
+  assert.ok(s.events('stopped').length === 1);
+});
+
+test('SIGTERM with connections waiting in the backlog: they are accepted, handed out and answered before the workers exit', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'control.sock')], { owner: scope });
+  const l = s.listener('http');
+  // Stopped, the primary accepts nothing: the kernel completes the handshakes
+  // and the requests wait in the listener's backlog.
+  s.signal('SIGSTOP');
+  scope.defer(() => s.running && s.signal('SIGCONT'));
+  const N = 10;
+  const replies = Array.from({ length: N }, (_, i) => request(l, { path: `/b${i}` }));
+  await sleep(100);
+  s.signal('SIGTERM');
+  s.signal('SIGCONT');
+  const results = await Promise.allSettled(replies);
+  assert.deepEqual(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)), [],
+    `every connection established before the shutdown is answered\nstderr:\n${s.stderr}`);
+  const r = await s.exited;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(s.events('stopped')[0]?.handed, N);
+});
+
+test('SIGTERM with keep-alive connections: idle ones are closed at once, a request in flight is answered (Connection: close); exit well before keepAliveTimeout', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const s = await startServe(['--listen', '127.0.0.1:0', '--listen', '127.0.0.1:0,tls', '--cert', DEV_CERT, '--key', DEV_KEY,
+    '--workers', '2', '--control', path.join(dir, 'control.sock'), SLOW], { owner: scope });
+  const conns: HttpConnection[] = [];
+  scope.defer(() => Promise.all(conns.map((c) => c.close())));
+  for (const name of ['http', 'https', 'http', 'https']) {
+    const c = await HttpConnection.open(s.listener(name));
+    conns.push(c);
+    await c.get('/?ms=0');
+  }
+  const busy = conns[0]!;
+  const inFlight = busy.get('/?ms=300');
+  await sleep(50);
+  const term = Date.now();
+  s.signal('SIGTERM');
+  const reply = await inFlight;
+  assert.equal(reply.status, 200);
+  assert.equal(reply.headers?.connection, 'close', 'the response in flight closes its connection');
+  const closed = await Promise.all(conns.map((c) => c.closedByPeer));
+  assert.ok(closed.every(Boolean));
+  const r = await s.exited;
+  const ms = Date.now() - term;
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(ms < 2000, `shut down in ${ms} ms (an idle keep-alive connection must not hold it until its keepAliveTimeout, 5 s)`);
+  t.diagnostic(`shutdown with 4 keep-alive connections (one busy for 300 ms) took ${ms} ms`);
+});
