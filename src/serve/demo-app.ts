@@ -16,7 +16,7 @@ export function demoHandler(req: http.IncomingMessage, res: http.ServerResponse)
     via: info
       ? `accepted by the primary, handed over as fd in a batch of ${info.batch} (connection ${info.id}) over SOCK_SEQPACKET with SCM_RIGHTS`
       : 'not handed over by fdpass',
-    client: `${req.socket.remoteAddress}:${req.socket.remotePort}`,
+    client: req.socket.remoteAddress ? `${req.socket.remoteAddress}:${req.socket.remotePort}` : 'unix socket peer',
     url: req.url,
   };
   const text = JSON.stringify(body) + '\n';

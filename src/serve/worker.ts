@@ -143,6 +143,12 @@ export class Worker extends EventEmitter {
   #watch(server: net.Server): void {
     if (this.#servers.has(server)) return;
     this.#servers.add(server);
+    // An http(s) server starts checking headersTimeout/requestTimeout when it
+    // listens; these never listen(). Run that step (and only it: no
+    // 'listening' event for the app) so slow clients are still cut off.
+    for (const f of server.listeners('listening')) {
+      if (f.name === 'setupConnectionsTracking') (f as () => void).call(server);
+    }
     // Servers here never listen(), so Node's own connection tracking (and
     // with it closeIdleConnections()) is not set up: track requests per
     // connection ourselves, for drain().

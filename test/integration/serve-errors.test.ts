@@ -108,3 +108,23 @@ test('usage: a missing APP, a bad --ready-timeout', async (t) => {
   assert.equal(r2.code, 2);
   assert.match(r2.stderr, /^fdpass: --ready-timeout must be milliseconds, not 'soon': EUSAGE$/m);
 });
+
+test('a slow client that never finishes its headers is cut off by the worker (headersTimeout works without listen())', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '1', '--control', path.join(dir, 'c.sock'), path.join(APPS, 'timeouts.js')], { owner: scope });
+  const l = s.listener('http');
+  const started = Date.now();
+  const answer = await new Promise<string>((resolve, reject) => {
+    const c = net.connect(l.port!, '127.0.0.1', () => c.write('GET / HTTP/1.1\r\nHost: x\r\n')); // never ends the headers
+    let got = '';
+    c.on('data', (d) => (got += d));
+    c.on('close', () => resolve(got));
+    c.on('error', reject);
+    setTimeout(() => { c.destroy(); reject(new Error('not cut off within 5 s')); }, 5000).unref();
+  });
+  assert.match(answer, /^HTTP\/1\.1 408/);
+  assert.ok(Date.now() - started < 3000);
+  const ok = await s.stop();
+  assert.equal(ok.code, 0, ok.stderr);
+});
