@@ -14,15 +14,17 @@ import { UnixSocket, type SocketType } from '../src';
 const ONE = Buffer.from('x');
 const WARMUP = 1000;
 
-function child(role: string, args: string[], sock: UnixSocket) {
+/** Starts a role in a child; resolves with its exit (listened to at once,
+ * so that an early exit is not missed). */
+function child(role: string, args: string[], sock: UnixSocket): Promise<number | null> {
   const c = spawn(process.execPath, [__filename, role, ...args], { stdio: ['ignore', 'inherit', 'inherit', sock.fd] });
   sock.close();
-  return c;
+  return new Promise((res) => c.on('exit', (code) => res(code)));
 }
 
 async function throughputRecv(type: SocketType, k: number, m: number): Promise<void> {
   const [mine, theirs] = UnixSocket.pair({ type });
-  const c = child('throughput-send', [type, String(k), String(m)], theirs);
+  const exited = child('throughput-send', [type, String(k), String(m)], theirs);
   const total = WARMUP + m;
   let n = 0;
   let fds = 0;
@@ -36,7 +38,7 @@ async function throughputRecv(type: SocketType, k: number, m: number): Promise<v
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   if (fds !== total * k) throw new Error(`received ${fds} fds, expected ${total * k}`);
   mine.close();
-  await new Promise((res) => c.on('exit', res));
+  if ((await exited) !== 0) throw new Error('the sender failed');
   console.log(JSON.stringify({ mode: 'throughput', type, fds: k, count: m, seconds: s, msgs_per_s: m / s, fds_per_s: (m * k) / s }));
 }
 
@@ -57,7 +59,7 @@ async function throughputSend(type: SocketType, k: number, m: number): Promise<v
 
 async function pingpong(type: SocketType, m: number): Promise<void> {
   const [mine, theirs] = UnixSocket.pair({ type });
-  const c = child('pong', [type], theirs);
+  const exited = child('pong', [type], theirs);
   const fd = fs.openSync('/dev/null', 'r');
   const rtt = new Float64Array(m);
   for (let i = 0; i < WARMUP + m; i++) {
@@ -69,7 +71,7 @@ async function pingpong(type: SocketType, m: number): Promise<void> {
   }
   mine.close();
   fs.closeSync(fd);
-  await new Promise((res) => c.on('exit', res));
+  if ((await exited) !== 0) throw new Error('the pong side failed');
   rtt.sort();
   const q = (p: number) => rtt[Math.min(m - 1, Math.floor(p * m))]!;
   console.log(JSON.stringify({ mode: 'pingpong', type, count: m, p50_us: q(0.5), p90_us: q(0.9), p99_us: q(0.99) }));

@@ -45,6 +45,10 @@ export interface SocketOptions {
   /** Messages buffered for a slow consumer before reading pauses and the
    * kernel's queue pushes back on the sender (default 1024). */
   highWaterMark?: number;
+  /** Received fds buffered (not yet handed to a consumer) before reading
+   * pauses (default 2048; a batch may add up to 253 more). Read-ahead must
+   * not fill this process's fd table: that would truncate what follows. */
+  maxBufferedFds?: number;
 }
 
 export interface OutgoingMessage {
@@ -147,6 +151,9 @@ export class UnixSocket extends EventEmitter {
   readonly #framed: boolean;
   readonly #maxSize: number;
   readonly #hwm: number;
+  readonly #maxFds: number;
+  /** fds held by messages in #inbox. */
+  #inboxFds = 0;
   readonly #decoder: FrameDecoder | null;
   // write side
   #queue: Pending[] = [];
@@ -162,6 +169,7 @@ export class UnixSocket extends EventEmitter {
   #iterators = 0;
   #passCred: boolean;
   #disarmScheduled = false;
+  #disarmNow = false;
 
   /** @internal Use UnixSocket.connect(), .pair(), .fromFd() or .datagram(). */
   constructor(fd: number, type: SocketType, options: SocketOptions = {}) {
@@ -176,6 +184,7 @@ export class UnixSocket extends EventEmitter {
       throw new RangeError(`maxMessageSize for ${type} sockets is at most ${RBUF.length}`);
     }
     this.#hwm = positiveInt(options.highWaterMark, 'highWaterMark', 1024);
+    this.#maxFds = positiveInt(options.maxBufferedFds, 'maxBufferedFds', 2048);
     this.#decoder = this.#framed
       ? new FrameDecoder({ maxPayload: this.#maxSize, maxHeldFds: positiveInt(options.maxHeldFds, 'maxHeldFds', 4096) })
       : null;
@@ -651,12 +660,14 @@ export class UnixSocket extends EventEmitter {
 
   #take(): Message | Error {
     const item = this.#inbox.shift()!;
-    if (this.#inbox.length === this.#hwm - 1) this.#updatePoll();
+    const full = this.#inbox.length === this.#hwm - 1 || this.#inboxFds >= this.#maxFds;
+    if (item instanceof Message) this.#inboxFds -= item.fdCount;
+    if (full) this.#updatePoll();
     return item;
   }
 
   #wantRead(): boolean {
-    return !this.#closed && !this.#eof && this.#inbox.length < this.#hwm &&
+    return !this.#closed && !this.#eof && this.#inbox.length < this.#hwm && this.#inboxFds < this.#maxFds &&
       (this.#waiters.length > 0 || this.#iterators > 0 || this.listenerCount('message') > 0);
   }
 
@@ -664,7 +675,7 @@ export class UnixSocket extends EventEmitter {
     if (this.#closed) return;
     let want = (this.#wantRead() ? POLL_READ : 0) | (this.#writeBlocked && !this.#retryTimer ? POLL_WRITE : 0);
     if (want === this.#pollEvents) return;
-    if (this.#pollEvents & POLL_READ && !(want & POLL_READ) && this.#inbox.length < this.#hwm && !this.#eof) {
+    if (this.#pollEvents & POLL_READ && !(want & POLL_READ) && this.#inbox.length < this.#hwm && !this.#eof && !this.#disarmNow) {
       // The last consumer is gone, but a request/response loop calls
       // receive() again as soon as its promise settles: keep watching until
       // the end of this loop turn rather than pay two epoll_ctl() calls per
@@ -673,7 +684,9 @@ export class UnixSocket extends EventEmitter {
         this.#disarmScheduled = true;
         setImmediate(() => {
           this.#disarmScheduled = false;
+          this.#disarmNow = true;
           this.#updatePoll();
+          this.#disarmNow = false;
         });
       }
       want |= POLL_READ;
@@ -727,7 +740,10 @@ export class UnixSocket extends EventEmitter {
     for (let round = 0; round < 16 && this.#wantRead(); round++) {
       const dgram = this.type === 'dgram';
       const max = this.type === 'stream' ? 0 : this.#maxSize;
-      const n = native.recvmsgs(this.#fd, RBUF, RMETA, RFDS, dgram ? RADDR : null, RECV_BATCH, max, RSTATUS, RCTL);
+      // Room for what may still be buffered, but always for one full message.
+      const room = Math.max(MAX_FDS + 1, Math.min(RFDS.length, this.#maxFds - this.#inboxFds));
+      const fdsOut = room >= RFDS.length ? RFDS : RFDS.subarray(0, room);
+      const n = native.recvmsgs(this.#fd, RBUF, RMETA, fdsOut, dgram ? RADDR : null, RECV_BATCH, max, RSTATUS, RCTL);
       if (n < 0) {
         if (n === EAGAIN) break;
         if (n === ECONNRESET && this.type !== 'dgram') {
@@ -785,6 +801,7 @@ export class UnixSocket extends EventEmitter {
       }
       const address = dgram ? decodeAddress(RADDR.subarray(i * K.RECV_ADDR, i * K.RECV_ADDR + RMETA[m + 9]!)) : undefined;
       this.#inbox.push(new Message(Buffer.from(RBUF.subarray(off, off + stored)), fds, creds, address));
+      this.#inboxFds += nfds;
     }
   }
 
@@ -799,6 +816,7 @@ export class UnixSocket extends EventEmitter {
       }
       const credentials = f.flags & FLAG_CREDENTIALS ? f.credentials : undefined;
       this.#inbox.push(new Message(f.payload, f.fds.length ? f.fds : null, credentials));
+      this.#inboxFds += f.fds.length;
     }
     if (dec.error !== undefined) {
       this.#destroy(new ProtocolError(dec.error));
@@ -812,13 +830,13 @@ export class UnixSocket extends EventEmitter {
       const head = this.#inbox[0]!;
       const w = this.#waiters.shift();
       if (w) {
-        this.#inbox.shift();
+        this.#take();
         if (head instanceof Error) w.reject(head);
         else w.resolve(head);
         continue;
       }
       if (this.#iterators > 0 || this.listenerCount('message') === 0) break;
-      this.#inbox.shift();
+      this.#take();
       if (head instanceof Error) this.emit('error', head);
       else this.emit('message', head);
     }
@@ -872,6 +890,7 @@ export class UnixSocket extends EventEmitter {
     for (const p of this.#queue.splice(0)) this.#settle(p, err);
     for (const f of this.#drainWaiters.splice(0)) f();
     for (const item of this.#inbox.splice(0)) if (item instanceof Message) item.close();
+    this.#inboxFds = 0;
     const held = this.#decoder?.takeHeldFds() ?? [];
     if (held.length) native.closeMany(Int32Array.from(held), 0, held.length);
     for (const w of this.#waiters.splice(0)) w.resolve(null);

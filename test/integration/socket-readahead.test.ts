@@ -1,0 +1,33 @@
+/**
+ * Read-ahead is bounded in fds, not only in messages: a receiver must not
+ * fill its own fd table with messages its consumer has not taken yet, or
+ * every message after that arrives truncated (MSG_CTRUNC).
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { test } from 'node:test';
+import { UnixSocket } from '../../src';
+import { trackFds, FIXTURES } from '../helpers/fds';
+
+for (const type of ['seqpacket', 'stream'] as const) {
+  test(`${type}: a burst of 40 messages of 50 fds into a receiver limited to 300 fds arrives whole`, async (t) => {
+    const scope = await trackFds(t);
+    const [mine, theirs] = UnixSocket.pair({ type });
+    scope.defer(() => mine.close());
+    const child = spawn('prlimit', ['--nofile=300:300', '--', process.execPath, path.join(FIXTURES, 'readahead-receiver.js'), '40', '100'],
+      { stdio: ['ignore', 'pipe', 'inherit', theirs.fd] });
+    theirs.close();
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    const exited = new Promise<number | null>((res) => child.on('exit', res));
+    const fd = fs.openSync('/dev/null', 'r');
+    scope.defer(() => fs.closeSync(fd));
+    const fds = Array(50).fill(fd);
+    await Promise.all(Array.from({ length: 40 }, () => mine.send({ data: 'x', fds })));
+    assert.equal(await exited, 0, out);
+    const r = JSON.parse(out) as { fds: number; truncated: number };
+    assert.deepEqual({ fds: r.fds, truncated: r.truncated }, { fds: 2000, truncated: 0 });
+  });
+}
