@@ -2,6 +2,10 @@
  * A received message: its bytes, its fds (owned by the message until taken),
  * the sender's credentials when they came, and the sender's address on
  * datagram sockets.
+ *
+ * Messages of one receive batch share one copy of the batch's bytes and fd
+ * numbers; each is a view, so a batch costs two allocations, not two per
+ * message. `data` is still the caller's to keep: fdpass never writes to it.
  */
 import { native } from '../native';
 import { Fd } from './fd';
@@ -10,24 +14,43 @@ import type { Credentials } from './frame';
 export type { Credentials };
 
 const NO_FDS = new Int32Array(0);
+const EMPTY = Buffer.alloc(0);
 
 export class Message {
-  /** The payload. Owned by the caller; not reused by fdpass. */
-  readonly data: Buffer;
   /** SCM_CREDENTIALS of the sender, when the receiving socket has
    * passCredentials on (the kernel then attaches them to every message). */
   readonly credentials: Credentials | undefined;
   /** Datagram sockets: the sender's address ('' when it is not bound). */
   readonly address: string | undefined;
+  #buf: Buffer;
+  #off: number;
+  #len: number;
+  #data: Buffer | undefined;
+  /** fd numbers still owned here: #raw[#fdOff, #fdOff + #nfds) until `fds` is read. */
   #raw: Int32Array;
+  #fdOff: number;
+  #nfds: number;
   #fds: Fd[] | undefined;
 
-  /** @internal fds become owned by the message. */
-  constructor(data: Buffer, fds: Int32Array | null, credentials?: Credentials, address?: string) {
-    this.data = data;
-    this.#raw = fds ?? NO_FDS;
+  /** @internal The fds in raw[fdOff, fdOff + nfds) become owned by the message. */
+  constructor(buf: Buffer, off: number, len: number, raw: Int32Array | null, fdOff: number, nfds: number,
+    credentials?: Credentials, address?: string) {
+    this.#buf = buf;
+    this.#off = off;
+    this.#len = len;
+    this.#raw = raw ?? NO_FDS;
+    this.#fdOff = fdOff;
+    this.#nfds = raw ? nfds : 0;
     this.credentials = credentials;
     this.address = address;
+  }
+
+  /** The payload. */
+  get data(): Buffer {
+    if (this.#data === undefined) {
+      this.#data = this.#len === 0 ? EMPTY : this.#off === 0 && this.#len === this.#buf.length ? this.#buf : this.#buf.subarray(this.#off, this.#off + this.#len);
+    }
+    return this.#data;
   }
 
   /**
@@ -38,29 +61,31 @@ export class Message {
    */
   get fds(): readonly Fd[] {
     if (this.#fds === undefined) {
-      this.#fds = Array.from(this.#raw, (n) => new Fd(n));
-      this.#raw = NO_FDS;
+      const out = new Array<Fd>(this.#nfds);
+      for (let i = 0; i < this.#nfds; i++) out[i] = new Fd(this.#raw[this.#fdOff + i]!);
+      this.#fds = out;
+      this.#nfds = 0;
     }
     return this.#fds;
   }
 
   /** Number of fds that came with the message. */
   get fdCount(): number {
-    return this.#fds === undefined ? this.#raw.length : this.#fds.length;
+    return this.#fds === undefined ? this.#nfds : this.#fds.length;
   }
 
   /** The payload as UTF-8 text. */
   text(): string {
-    return this.data.toString('utf8');
+    return this.#buf.toString('utf8', this.#off, this.#off + this.#len);
   }
 
   /** Closes every fd of the message not yet taken. Safe to call twice. */
   close(): void {
     if (this.#fds !== undefined) {
       for (const fd of this.#fds) fd.close();
-    } else if (this.#raw.length > 0) {
-      native.closeMany(this.#raw, 0, this.#raw.length);
-      this.#raw = NO_FDS;
+    } else if (this.#nfds > 0) {
+      native.closeMany(this.#raw, this.#fdOff, this.#nfds);
+      this.#nfds = 0;
     }
   }
 

@@ -771,8 +771,17 @@ export class UnixSocket extends EventEmitter {
   }
 
   #takeBatch(n: number, dgram: boolean): void {
-    let foff = 0;
     const stride = K.RECV_META;
+    // One copy of the batch's bytes and fd numbers; messages are views.
+    let used = 0;
+    let nfdsAll = 0;
+    for (let i = 0; i < n; i++) {
+      used = RMETA[i * stride]! + RMETA[i * stride + 2]!;
+      nfdsAll += RMETA[i * stride + 3]!;
+    }
+    const bytes = this.#decoder ? RBUF : Buffer.from(RBUF.subarray(0, used));
+    const fdsAll = nfdsAll > 0 ? RFDS.slice(0, nfdsAll) : null;
+    let foff = 0;
     for (let i = 0; i < n; i++) {
       const m = i * stride;
       const off = RMETA[m]!;
@@ -781,26 +790,21 @@ export class UnixSocket extends EventEmitter {
       const nfds = RMETA[m + 3]!;
       const flags = RMETA[m + 4]!;
       const creds = RMETA[m + 5] ? { pid: RMETA[m + 6]!, uid: RMETA[m + 7]! >>> 0, gid: RMETA[m + 8]! >>> 0 } : undefined;
-      const fds = nfds > 0 ? RFDS.slice(foff, foff + nfds) : null;
+      const fdStart = foff;
       foff += nfds;
       const ctrunc = (flags & K.MSG_CTRUNC) !== 0;
       if (this.#decoder) {
-        this.#takeFrames(RBUF.subarray(off, off + stored), fds, ctrunc, creds);
+        this.#takeFrames(RBUF.subarray(off, off + stored), nfds > 0 ? fdsAll!.subarray(fdStart, fdStart + nfds) : null, ctrunc, creds);
         if (this.#closed) return;
         continue;
       }
-      if (ctrunc) {
-        if (fds) native.closeMany(fds, 0, fds.length);
-        this.#inbox.push(new ControlTruncatedError(nfds));
-        continue;
-      }
-      if (len > stored || flags & K.MSG_TRUNC) {
-        if (fds) native.closeMany(fds, 0, fds.length);
-        this.#inbox.push(new MessageTruncatedError(len, this.#maxSize));
+      if (ctrunc || len > stored || flags & K.MSG_TRUNC) {
+        if (nfds > 0) native.closeMany(fdsAll!, fdStart, nfds);
+        this.#inbox.push(ctrunc ? new ControlTruncatedError(nfds) : new MessageTruncatedError(len, this.#maxSize));
         continue;
       }
       const address = dgram ? decodeAddress(RADDR.subarray(i * K.RECV_ADDR, i * K.RECV_ADDR + RMETA[m + 9]!)) : undefined;
-      this.#inbox.push(new Message(Buffer.from(RBUF.subarray(off, off + stored)), fds, creds, address));
+      this.#inbox.push(new Message(bytes, off, stored, fdsAll, fdStart, nfds, creds, address));
       this.#inboxFds += nfds;
     }
   }
@@ -815,7 +819,7 @@ export class UnixSocket extends EventEmitter {
         continue;
       }
       const credentials = f.flags & FLAG_CREDENTIALS ? f.credentials : undefined;
-      this.#inbox.push(new Message(f.payload, f.fds.length ? f.fds : null, credentials));
+      this.#inbox.push(new Message(f.payload, 0, f.payload.length, f.fds.length ? f.fds : null, 0, f.fds.length, credentials));
       this.#inboxFds += f.fds.length;
     }
     if (dec.error !== undefined) {
