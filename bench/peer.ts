@@ -9,7 +9,8 @@
  */
 import * as fs from 'node:fs';
 import { spawn } from 'node:child_process';
-import { UnixSocket, type SocketType } from '../src';
+import { UnixSocket, type Message, type SocketType } from '../src';
+import { native, K, type PollHandle } from '../src/native';
 
 const ONE = Buffer.from('x');
 const WARMUP = 1000;
@@ -62,10 +63,11 @@ async function pingpong(type: SocketType, m: number): Promise<void> {
   const exited = child('pong', [type], theirs);
   const fd = fs.openSync('/dev/null', 'r');
   const rtt = new Float64Array(m);
+  const replies = mine[Symbol.asyncIterator]();
   for (let i = 0; i < WARMUP + m; i++) {
     const t0 = process.hrtime.bigint();
     await mine.send({ data: ONE, fds: [fd] });
-    const back = await mine.receive();
+    const back = (await replies.next()).value as Message;
     back.close();
     if (i >= WARMUP) rtt[i - WARMUP] = Number(process.hrtime.bigint() - t0) / 1e3;
   }
@@ -75,6 +77,74 @@ async function pingpong(type: SocketType, m: number): Promise<void> {
   rtt.sort();
   const q = (p: number) => rtt[Math.min(m - 1, Math.floor(p * m))]!;
   console.log(JSON.stringify({ mode: 'pingpong', type, count: m, p50_us: q(0.5), p90_us: q(0.9), p99_us: q(0.99) }));
+}
+
+/**
+ * The floor under any Node library: the same round trip with the addon's
+ * syscalls called directly from a bare uv_poll callback, no socket object,
+ * no promise. What remains between this and C is the event loop's wake-up
+ * path (epoll_wait, callback entry, a trailing EAGAIN read).
+ */
+function rawPingpong(m: number, pong: boolean): Promise<void> {
+  const buf = Buffer.alloc(65536);
+  const meta = new Int32Array(64 * K.RECV_META);
+  const rfds = new Int32Array(32 * 254);
+  const st = new Int32Array(2);
+  const ctl = Buffer.alloc(K.RECV_CTL);
+  const smeta = new Int32Array([1, 1, 0, 0, 0, 0]);
+  const sfds = new Int32Array(1);
+  const res = new Int32Array(2);
+  const sendFd = (s: number, fd: number) => {
+    sfds[0] = fd;
+    return native.sendmsgs(s, ONE, smeta, sfds, 1, null, res);
+  };
+  return new Promise((resolve) => {
+    if (pong) {
+      const h = native.pollOpen(3, () => {
+        const n = native.recvmsgs(3, buf, meta, rfds, null, 64, 65536, st, ctl);
+        if (n <= 0 || st[0] === K.STOP_EOF) {
+          if (n === -11) return;
+          native.pollClose(h as PollHandle);
+          native.close(3);
+          return resolve();
+        }
+        sendFd(3, rfds[0]!);
+        native.close(rfds[0]!);
+      }) as PollHandle;
+      native.pollSet(h, 1);
+      return;
+    }
+    const out = new Int32Array(2);
+    native.socketpair(K.SOCK_SEQPACKET, out);
+    const c = spawn(process.execPath, [__filename, 'raw-pong'], { stdio: ['ignore', 'inherit', 'inherit', out[1]!] });
+    native.close(out[1]!);
+    const s = out[0]!;
+    const fd = fs.openSync('/dev/null', 'r');
+    const rtt = new Float64Array(m);
+    let i = 0;
+    let t0 = process.hrtime.bigint();
+    const h = native.pollOpen(s, () => {
+      const n = native.recvmsgs(s, buf, meta, rfds, null, 64, 65536, st, ctl);
+      if (n <= 0) return;
+      native.close(rfds[0]!);
+      if (i >= WARMUP) rtt[i - WARMUP] = Number(process.hrtime.bigint() - t0) / 1e3;
+      if (++i === WARMUP + m) {
+        native.pollClose(h);
+        native.close(s);
+        fs.closeSync(fd);
+        c.on('exit', () => {
+          rtt.sort();
+          console.log(JSON.stringify({ mode: 'pingpong-raw', type: 'seqpacket', count: m, p50_us: rtt[m >> 1], p90_us: rtt[Math.floor(m * 0.9)] }));
+          resolve();
+        });
+        return;
+      }
+      t0 = process.hrtime.bigint();
+      sendFd(s, fd);
+    }) as PollHandle;
+    native.pollSet(h, 1);
+    sendFd(s, fd);
+  });
 }
 
 async function pong(): Promise<void> {
@@ -91,6 +161,8 @@ const run: Record<string, () => Promise<void>> = {
   'throughput-send': () => throughputSend(a[0] as SocketType, Number(a[1]), Number(a[2])),
   pingpong: () => pingpong(a[0] as SocketType, Number(a[1])),
   pong: () => pong(),
+  'pingpong-raw': () => rawPingpong(Number(a[0]), false),
+  'raw-pong': () => rawPingpong(0, true),
 };
 run[role!]!().catch((err) => {
   console.error(err);

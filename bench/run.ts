@@ -64,6 +64,10 @@ function main(): void {
       n: ['taskset', ...pinned([node, peer, 'pingpong', 'seqpacket', String(MRTT)])] },
   ];
 
+  // The floor: the same round trip from a bare uv_poll callback, no library.
+  scenarios.push({ name: '   (floor: bare N-API + uv_poll round trip, no library)', unit: 'us', key: 'p50_us', target: '(info)', better: 'lower',
+    c: ['taskset', ...pinned([fdbench, 'pingpong', '--type', 'seqpacket', '--count', String(MRTT)])],
+    n: ['taskset', ...pinned([node, peer, 'pingpong-raw', String(MRTT)])] });
   const results: Row[] = [];
   const table: string[][] = [];
   for (const s of scenarios) {
