@@ -120,6 +120,7 @@ export type FdLike =
   | { readonly fd: number }
   | net.Socket
   | net.Server
+  | dgram.Socket
   | { readonly _handle?: { readonly fd?: number } | null };
 
 /**
