@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -703,6 +704,34 @@ static napi_value fdp_inet_name(napi_env env, napi_callback_info info) {
   return fdpass_int(env, -EAFNOSUPPORT);
 }
 
+/*
+ * dropSyns(fd) -> 0: attaches a classic BPF socket filter to a TCP listener
+ * that drops segments with SYN set and ACK clear (new connections) and lets
+ * everything else through (the final ACKs of handshakes under way). Before
+ * a listener is closed, close() resets every connection the kernel queued
+ * after the last accept(); with this filter it queues none, so the backlog
+ * can be drained and the listener closed without resetting anyone. Clients
+ * whose SYN was dropped retry it (after 1 s) and then find the port closed.
+ * A TCP socket filter sees the TCP header at offset 0: byte 13 holds the
+ * flags. Children accepted later inherit the filter; they never receive a
+ * bare SYN.
+ */
+static napi_value fdp_drop_syns(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(1);
+  int32_t fd;
+  if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),           /* A = TCP flags */
+      BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),        /* A &= SYN | ACK */
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1),  /* SYN alone? */
+      BPF_STMT(BPF_RET | BPF_K, 0),                     /* drop */
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffff),            /* keep */
+  };
+  struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+  int r = setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
+  return fdpass_int(env, r < 0 ? -errno : 0);
+}
+
 /* ---- module ------------------------------------------------------------- */
 
 static napi_value constants(napi_env env) {
@@ -756,6 +785,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setIntOpt", 0, fdp_set_int_opt, 0, 0, 0, napi_enumerable, 0},
       {"bindInet", 0, fdp_bind_inet, 0, 0, 0, napi_enumerable, 0},
       {"inetName", 0, fdp_inet_name, 0, 0, 0, napi_enumerable, 0},
+      {"dropSyns", 0, fdp_drop_syns, 0, 0, 0, napi_enumerable, 0},
   };
   if (napi_define_properties(env, exports, sizeof(d) / sizeof(d[0]), d) !=
       napi_ok)

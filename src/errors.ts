@@ -57,12 +57,17 @@ export class SocketClosedError extends FdpassError {
  * arrive were closed. */
 export class ControlTruncatedError extends FdpassError {
   readonly received: number;
-  constructor(received: number, expected?: number) {
+  /** The message's bytes, which arrived whole (only fds were lost), so that
+   * a consumer can tell which message failed: a Channel fails the request
+   * whose reply this was. Undefined where fdpass does not have them. */
+  readonly data: Buffer | undefined;
+  constructor(received: number, expected?: number, data?: Buffer) {
     super('FDPASS_ERR_CONTROL_TRUNCATED',
       `control message truncated (MSG_CTRUNC): ${received} fd(s) arrived` +
       (expected === undefined ? '' : ` of ${expected}`) +
       '; they were closed (is the receiver at RLIMIT_NOFILE?)');
     this.received = received;
+    this.data = data;
   }
 }
 
@@ -76,10 +81,47 @@ export class MessageTruncatedError extends FdpassError {
   }
 }
 
-/** The peer broke the framing protocol; the connection is closed. */
+/** The peer broke the framing protocol; the connection is closed. The
+ * subclasses below are the peer breaking a limit this side set, with codes
+ * of their own; `instanceof ProtocolError` holds for all of them. */
 export class ProtocolError extends FdpassError {
-  constructor(message: string) {
-    super('FDPASS_ERR_PROTOCOL', `protocol error: ${message}`);
+  constructor(message: string, code = 'FDPASS_ERR_PROTOCOL') {
+    super(code, `protocol error: ${message}`);
+  }
+}
+
+/**
+ * The peer attached more fds to one message than this side takes
+ * (`maxFdsPerMessage` on the socket, `maxFds` on a Channel handler). They
+ * were closed the moment they arrived, before any user code saw them, and
+ * the connection is closed (a datagram socket drops just that datagram).
+ */
+export class UnexpectedFdsError extends ProtocolError {
+  /** fds that arrived with the message (the peer may have sent more). */
+  readonly received: number;
+  readonly limit: number;
+  constructor(received: number, limit: number, what: string) {
+    super(`peer sent ${received} fd(s) in one message; ${what} takes ${limit === 0 ? 'none' : `at most ${limit}`}; ` +
+      'they were closed', 'FDPASS_ERR_UNEXPECTED_FDS');
+    this.received = received;
+    this.limit = limit;
+  }
+}
+
+/**
+ * The peer sent fds faster than the consumer took them, past `maxUnreadFds`:
+ * every fd it left unread was closed and the connection is closed (a
+ * datagram socket drops the datagrams over the cap instead).
+ */
+export class FdFloodError extends ProtocolError {
+  readonly limit: number;
+  /** fds closed unread because of the flood. */
+  readonly closed: number;
+  constructor(limit: number, closed: number) {
+    super(`peer flooded fds: more than maxUnreadFds ${limit} were waiting unread; the ${closed} fd(s) it left unread were closed`,
+      'FDPASS_ERR_FD_FLOOD');
+    this.limit = limit;
+    this.closed = closed;
   }
 }
 

@@ -13,11 +13,12 @@ export type { Credentials } from './socket/frame';
 export { FrameDecoder, encodeFrame, HEADER_SIZE, MAX_FDS } from './socket/frame';
 export {
   FdpassError, SocketClosedError, ControlTruncatedError, MessageTruncatedError, ProtocolError,
+  UnexpectedFdsError, FdFloodError,
   PeerRefusedError, TimeoutError, RemoteError, ChannelMessageError, errnoError,
 } from './errors';
 export type { ErrnoError } from './errors';
 export { Channel, withFds, ReplyWithFds, CHANNEL_FD_ENV } from './channel/channel';
-export type { ChannelMessage, RequestOptions, Handler, ChannelOptions } from './channel/channel';
+export type { ChannelMessage, RequestOptions, Handler, HandlerOptions, ChannelOptions } from './channel/channel';
 export { encodeChannel, decodeChannel } from './channel/codec';
 export { Primary, STRATEGIES } from './serve/primary';
 export type { PrimaryOptions, Strategy, Status, WorkerStatus, LogEvent } from './serve/primary';

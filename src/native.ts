@@ -64,6 +64,8 @@ export interface NativeBinding {
   setIntOpt(fd: number, level: number, name: number, value: number): number;
   bindInet(fd: number, family: number, ip: string, port: number): number;
   inetName(fd: number, peer: boolean, out: Uint8Array): number;
+  /** A socket filter on a TCP listener that drops new connections' SYNs. */
+  dropSyns(fd: number): number;
   pollOpen(fd: number, cb: (events: number) => void): PollHandle | number;
   pollSet(h: PollHandle, events: number): number;
   pollRef(h: PollHandle, on: boolean): void;

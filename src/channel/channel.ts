@@ -7,12 +7,21 @@
  *
  *   post(type, payload, fds)            one way
  *   request(type, payload, opts)        resolves with the reply; timeout, signal
- *   handle(type, fn)                    answers requests (and takes posts) of a type
+ *   handle(type, fn, { maxFds })        answers requests (and takes posts) of a type
  *   'message' event                     posts that no handler took
  *
  * Ownership: fds sent are borrowed, as with UnixSocket.send(). fds received
  * belong to the ChannelMessage (or Reply); whatever a handler or listener did
  * not take is closed once it returns (a handler's promise has settled).
+ *
+ * A hostile or broken peer: a message that does not decode, or that carries
+ * more fds than its handler declared (maxFds), closes the channel with an
+ * 'error' (FDPASS_ERR_PROTOCOL, FDPASS_ERR_UNEXPECTED_FDS), its fds closed
+ * first. A message whose fds this process had no room for (MSG_CTRUNC) fails
+ * only itself: the request it answers rejects, a request is answered with
+ * the error. Nothing a peer sends can throw out of the channel: replies'
+ * error bodies are read for strings only, a post handler's failure is an
+ * 'error' event.
  */
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
@@ -21,7 +30,11 @@ import { Message } from '../socket/message';
 import { Fd, fdNumber, type FdLike } from '../socket/fd';
 import { native } from '../native';
 import { encodeChannel, decodeChannel, Kind } from './codec';
-import { abortError, invalidArg, ProtocolError, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError } from '../errors';
+import {
+  abortError, invalidArg, ProtocolError, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError,
+  ControlTruncatedError, UnexpectedFdsError,
+} from '../errors';
+import { MAX_FDS } from '../socket/frame';
 
 export interface ChannelMessage<T = unknown> {
   readonly type: string;
@@ -53,6 +66,23 @@ export const withFds = (payload: unknown, fds: readonly FdLike[], options: { tra
 
 export type Handler = (payload: any, msg: ChannelMessage) => unknown;
 
+export interface HandlerOptions {
+  /**
+   * Most fds a request or post of this type may carry, 0..253 (default
+   * 253). A handler that takes no fds says 0. A message with more is a peer
+   * breaking the contract: its fds are closed before the handler would run,
+   * 'error' is emitted with FDPASS_ERR_UNEXPECTED_FDS, and the channel is
+   * closed. (For a limit on every message, whatever its type, give the
+   * socket maxFdsPerMessage.)
+   */
+  maxFds?: number;
+}
+
+interface HandlerEntry {
+  fn: Handler;
+  maxFds: number;
+}
+
 interface PendingRequest {
   resolve: (m: ChannelMessage) => void;
   reject: (e: Error) => void;
@@ -72,7 +102,7 @@ export class Channel extends EventEmitter {
   readonly socket: UnixSocket;
   #nextId = 1;
   #pending = new Map<number, PendingRequest>();
-  #handlers = new Map<string, Handler>();
+  #handlers = new Map<string, HandlerEntry>();
   readonly #timeout: number;
   #closed = false;
 
@@ -83,7 +113,7 @@ export class Channel extends EventEmitter {
     this.socket = socket;
     this.#timeout = options.timeout ?? 30_000;
     socket.on('message', (m: Message) => this.#onMessage(m));
-    socket.on('error', (err: Error) => this.emit('error', err));
+    socket.on('error', (err: Error) => this.#onSocketError(err));
     socket.on('close', () => this.#onClose());
   }
 
@@ -130,9 +160,13 @@ export class Channel extends EventEmitter {
   }
 
   /** Registers the handler for requests (and posts) of `type`. */
-  handle(type: string, handler: Handler): this {
+  handle(type: string, handler: Handler, options: HandlerOptions = {}): this {
     if (typeof handler !== 'function') throw invalidArg('handler must be a function');
-    this.#handlers.set(type, handler);
+    const maxFds = options.maxFds ?? MAX_FDS;
+    if (!Number.isInteger(maxFds) || maxFds < 0 || maxFds > MAX_FDS) {
+      throw new RangeError(`maxFds must be an integer from 0 to ${MAX_FDS}, got ${String(maxFds)}`);
+    }
+    this.#handlers.set(type, { fn: handler, maxFds });
     return this;
   }
 
@@ -202,18 +236,32 @@ export class Channel extends EventEmitter {
       if (f.kind === Kind.Reply) p.resolve(msg);
       else {
         m.close();
-        const body = (f.body ?? {}) as { message?: string; code?: string };
-        p.reject(new RemoteError(`'${f.type}' failed in the peer: ${body.message ?? 'unknown error'}`, body.code));
+        // The body is the peer's: take only strings from it.
+        const body = (typeof f.body === 'object' && f.body !== null ? f.body : {}) as { message?: unknown; code?: unknown };
+        const text = typeof body.message === 'string' ? body.message : 'unknown error';
+        p.reject(new RemoteError(`'${f.type}' failed in the peer: ${text}`, typeof body.code === 'string' ? body.code : undefined));
       }
       return;
     }
-    const handler = this.#handlers.get(f.type);
+    const entry = this.#handlers.get(f.type);
+    if (entry && m.fdCount > entry.maxFds) {
+      const n = m.fdCount;
+      m.close();
+      this.emit('error', new UnexpectedFdsError(n, entry.maxFds, `the handler of '${f.type}' (maxFds)`));
+      this.close();
+      return;
+    }
+    const handler = entry?.fn;
     if (f.kind === Kind.Request) {
       void this.#answer(f.id, f.type, handler, msg);
       return;
     }
     if (handler) {
-      void this.#run(handler, msg).finally(() => m.close());
+      // A post has nobody to answer: a handler's failure is this side's
+      // 'error' (never an unhandled rejection, which would end the process).
+      void this.#run(handler, msg).catch((err: unknown) => {
+        if (!this.#closed) this.emit('error', err);
+      }).finally(() => m.close());
     } else if (this.listenerCount('message') > 0) {
       try {
         this.emit('message', msg);
@@ -245,11 +293,15 @@ export class Channel extends EventEmitter {
       } else body = r;
     } catch (err) {
       kind = Kind.ErrorReply;
-      const e = err as { message?: string; code?: unknown };
-      body = { message: String(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : undefined };
+      const e = err as { message?: unknown; code?: unknown } | null | undefined;
+      body = { message: printable(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : undefined };
     } finally {
       msg.message.close();
     }
+    await this.#reply(kind, id, type, body, fds, transfer);
+  }
+
+  async #reply(kind: Kind, id: number, type: string, body: unknown, fds: readonly FdLike[] | undefined, transfer: boolean): Promise<void> {
     try {
       if (!this.#closed) await this.socket.send({ data: encodeChannel(kind, id, type, body), fds });
     } catch (err) {
@@ -257,6 +309,36 @@ export class Channel extends EventEmitter {
     } finally {
       if (transfer && fds) for (const fd of fds) closeFdLike(fd);
     }
+  }
+
+  /**
+   * A message whose fds did not fit (MSG_CTRUNC, this process at
+   * RLIMIT_NOFILE) still has its bytes: a reply fails its request with the
+   * error; a request is answered with an error reply so that the peer does
+   * not wait for its timeout, and reported here too; anything else is
+   * reported. The fds that arrived were closed by the socket already.
+   */
+  #onSocketError(err: Error): void {
+    if (err instanceof ControlTruncatedError && err.data !== undefined) {
+      let f;
+      try {
+        f = decodeChannel(err.data);
+      } catch {
+        f = undefined;
+      }
+      if (f && (f.kind === Kind.Reply || f.kind === Kind.ErrorReply)) {
+        const p = this.#pending.get(f.id);
+        if (p) {
+          this.#pending.delete(f.id);
+          p.cleanup();
+          p.reject(err);
+          return;
+        }
+      } else if (f && f.kind === Kind.Request) {
+        void this.#reply(Kind.ErrorReply, f.id, f.type, { message: err.message, code: err.code }, undefined, false);
+      }
+    }
+    this.emit('error', err);
   }
 
   #onClose(): void {
@@ -278,6 +360,16 @@ export class Channel extends EventEmitter {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+}
+
+/** String(v), for anything a handler may throw (String() itself throws
+ * for an object without a usable toString). */
+function printable(v: unknown): string {
+  try {
+    return String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
   }
 }
 

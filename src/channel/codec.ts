@@ -11,6 +11,8 @@
  *   body empty = no payload (undefined)
  */
 
+import { isUtf8 } from 'node:buffer';
+
 export const CHANNEL_VERSION = 1;
 export const enum Kind {
   Post = 0,
@@ -55,6 +57,9 @@ export function decodeChannel(buf: Uint8Array): ChannelFrame {
   const tlen = b.readUInt16LE(6);
   if (tlen === 0 || tlen > MAX_TYPE_LENGTH) throw new Error(`type length ${tlen} out of range 1..${MAX_TYPE_LENGTH}`);
   if (HEAD + tlen > b.length) throw new Error(`type length ${tlen} runs past the end of a ${b.length}-byte message`);
+  // A type that is not UTF-8 would come back altered (and maybe longer than
+  // 256 bytes) in the reply: refuse it here.
+  if (!isUtf8(b.subarray(HEAD, HEAD + tlen))) throw new Error('type is not valid UTF-8');
   const type = b.toString('utf8', HEAD, HEAD + tlen);
   const rest = b.subarray(HEAD + tlen);
   let body: unknown;

@@ -10,16 +10,25 @@
  * - Crash safety: the primary keeps its copy of every fd until the worker
  *   acknowledges it. A worker that dies (or is stopped and then killed)
  *   before acknowledging gives its connections back: they go to another
- *   worker. Dead workers are respawned with backoff; a crash loop is
+ *   worker; so do those of a hand-off that reached a worker without its fds
+ *   (the worker at RLIMIT_NOFILE: MSG_CTRUNC, reported as LOST). A ready
+ *   worker killed from outside is replaced at once; one that fails to start
+ *   or dies by itself young is respawned with backoff, and a crash loop is
  *   reported and throttled.
+ * - Out of fds (EMFILE on accept): accepting stops (the kernel's backlog
+ *   holds the connections) and resumes as soon as the primary closes an fd
+ *   (an acknowledgement, a worker gone) or after a backoff; a few spare fds
+ *   are kept so that a worker can still be respawned.
  * - Strategies: round-robin, least-connections (the live counts workers
  *   report, plus what is still unacknowledged), hash of the client address.
  * - Lifecycle: shutdown() stops accepting (after taking what waits in the
- *   backlog), lets workers finish, and resolves; reload() starts a new
+ *   backlog, with new SYNs dropped meanwhile so that close() resets no one),
+ *   lets workers finish, and resolves; reload() starts a new
  *   generation of workers and drains the old one once the new is ready.
  */
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { native, type PollHandle } from '../native';
@@ -102,6 +111,10 @@ interface Conn {
   listener: number;
   /** Client address hash (hash strategy), computed once. */
   hash: number;
+  /** The hand-off message (per worker, from 1) that carried it last. */
+  batch: number;
+  /** How many workers reported it LOST (arrived without its fd). */
+  losses: number;
 }
 
 interface WorkerRec {
@@ -112,6 +125,8 @@ interface WorkerRec {
   state: WorkerState;
   pid: number | undefined;
   inflight: Map<number, Conn>;
+  /** CONNS messages sent to it (modulo 2^32): the numbering LOST refers to. */
+  batches: number;
   handed: number;
   acked: number;
   live: number;
@@ -122,6 +137,12 @@ interface WorkerRec {
   failure: string | undefined;
   onReady: ((err?: Error) => void) | null;
   exited: Promise<void>;
+  /** How it ended ('exit' event): for the crash-loop policy. */
+  exitCode: number | null;
+  exitSignal: NodeJS.Signals | null;
+  /** The primary itself killed it (not ready in time, a protocol error, drained too long). */
+  killedByUs: boolean;
+  wasReady: boolean;
   loadWaiters: (() => void)[];
 }
 
@@ -135,14 +156,21 @@ interface Slot {
 /** Worker backpressure: past this many unacknowledged connections a worker
  * (stopped, or overwhelmed) gets no more until it catches up. */
 const MAX_UNACKED = 1024;
+/** fds kept open (on /dev/null) and given up just before spawning a worker,
+ * which needs four for a moment (the socketpair and libuv's exec-error
+ * pipe): without them a primary at RLIMIT_NOFILE could not replace a dead
+ * worker, and the connections it holds would wait for ever. */
+const SPARE_FDS = 6;
+/** Signals that end a process from outside (an operator, the OOM killer, a
+ * supervisor): a ready worker ended by one is replaced at once, not throttled. */
+const EXTERNAL_SIGNALS: ReadonlySet<string> = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP']);
+/** On shutdown, how long TCP handshakes already under way (an RTT) get to
+ * complete once new ones are refused, before the listeners close. */
+const HANDSHAKE_GRACE_MS = 50;
 const ACCEPT_BUF = new Int32Array(MAX_FDS);
 const CLOSE_BUF = new Int32Array(MAX_FDS);
 const NAME_BUF = Buffer.alloc(64);
 const EAGAIN = -11;
-const EMFILE = -24;
-const ENFILE = -23;
-const ENOBUFS = -105;
-const ENOMEM = -12;
 
 export class Primary extends EventEmitter {
   /** The listening sockets, with their bound addresses. */
@@ -154,10 +182,19 @@ export class Primary extends EventEmitter {
   #nextId = 1;
   #rr = 0;
   #waiting: Conn[] = [];
+  #retryTimer: NodeJS.Timeout | null = null;
   #polls: (PollHandle | null)[] = [];
-  #acceptPaused = false;
+  /** Accepting is off while either holds: too many connections wait for a
+   * worker, or accept() failed for want of fds (or memory) and backs off. */
+  #pausedForLoad = false;
   #acceptBackoff: NodeJS.Timeout | null = null;
+  #polling = false;
   #backoffMs = 0;
+  /** The current run of failed accepts: since when, how many. */
+  #acceptStreak: { since: number; errors: number } | null = null;
+  /** accept-error and accept-resumed lines: when last logged, how many not since. */
+  #acceptLog = { error: 0, errorsUnlogged: 0, resumed: 0, resumedUnlogged: 0 };
+  #spares: number[] = [];
   #stopping = false;
   #started = false;
   #reloading = false;
@@ -199,6 +236,7 @@ export class Primary extends EventEmitter {
     });
     try {
       p.#logEvent('start', { pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo) });
+      p.#takeSpares();
       await p.#startGeneration();
       p.#started = true;
     } catch (err) {
@@ -221,8 +259,22 @@ export class Primary extends EventEmitter {
     return Promise.all(starts).then(() => undefined);
   }
 
-  /** Starts a worker in `slot`; resolves when it is ready. */
+  /** Starts a worker in `slot`; resolves when it is ready, rejects if it
+   * cannot be started (EMFILE on the socketpair, say) or dies first. */
   #spawn(slot: number, generation: number): Promise<void> {
+    // Give the spares up for the moment the spawn needs fds, take them back after.
+    this.#releaseSpares();
+    try {
+      return this.#spawnNow(slot, generation);
+    } catch (err) {
+      this.#logEvent('worker-spawn-failed', { slot, generation, error: (err as { code?: string }).code ?? (err as Error).message });
+      return Promise.reject(err);
+    } finally {
+      this.#takeSpares();
+    }
+  }
+
+  #spawnNow(slot: number, generation: number): Promise<void> {
     const [mine, theirs] = UnixSocket.pair({ type: 'seqpacket' });
     const config: WorkerConfig = {
       primaryPid: process.pid, slot, generation,
@@ -239,14 +291,26 @@ export class Primary extends EventEmitter {
         stdio: ['ignore', 'inherit', 'inherit', theirs.fd],
         env: { ...process.env, [WORKER_ENV]: JSON.stringify(config) },
       });
+    } catch (err) {
+      mine.close();
+      throw err;
     } finally {
       theirs.close();
     }
     const w: WorkerRec = {
-      slot, generation, child, sock: mine, state: 'starting', pid: child.pid, inflight: new Map(),
+      slot, generation, child, sock: mine, state: 'starting', pid: child.pid, inflight: new Map(), batches: 0,
       handed: 0, acked: 0, live: 0, requests: 0, startedAt: Date.now(),
       readyTimer: null, killTimer: null, failure: undefined, onReady: null, loadWaiters: [],
-      exited: new Promise((res) => child.once('exit', () => res())),
+      exitCode: null, exitSignal: null, killedByUs: false, wasReady: false,
+      // A spawn that fails (EMFILE, EAGAIN) emits 'error' and never 'exit'.
+      exited: new Promise((res) => {
+        child.once('exit', (code, signal) => {
+          w.exitCode = code;
+          w.exitSignal = signal;
+          res();
+        });
+        child.once('error', () => child.pid === undefined && res());
+      }),
     };
     this.#workers.add(w);
     if (generation === this.#generation) this.#slots[slot]!.current = w;
@@ -260,7 +324,7 @@ export class Primary extends EventEmitter {
       w.onReady = (err) => (err ? reject(err) : resolve());
       w.readyTimer = setTimeout(() => {
         w.failure = `not ready within ${this.#opts.readyTimeout} ms`;
-        child.kill('SIGKILL');
+        this.#kill(w);
       }, this.#opts.readyTimeout);
     });
   }
@@ -272,7 +336,7 @@ export class Primary extends EventEmitter {
       msg = decodeWorkerMessage(m.data);
     } catch (err) {
       this.#logEvent('worker-protocol-error', { slot: w.slot, pid: w.pid, error: (err as Error).message });
-      w.child.kill('SIGKILL');
+      this.#kill(w);
       return;
     }
     switch (msg.op) {
@@ -292,6 +356,20 @@ export class Primary extends EventEmitter {
         w.acked += msg.ids.length;
         w.live = msg.live;
         if (this.#waiting.length) this.#dispatch([]);
+        this.#fdsFreed();
+        break;
+      }
+      case Op.Lost: {
+        // Their fds never reached the worker; ours are still open.
+        const lost: Conn[] = [];
+        for (const [id, c] of w.inflight) {
+          if (c.batch !== msg.batch) continue;
+          w.inflight.delete(id);
+          c.losses++;
+          lost.push(c);
+        }
+        this.#logEvent('handoff-lost', { slot: w.slot, pid: w.pid, batch: msg.batch, redispatched: lost.length });
+        if (lost.length) this.#redispatch(lost, w);
         break;
       }
       case Op.Load:
@@ -302,6 +380,7 @@ export class Primary extends EventEmitter {
       case Op.Ready:
         if (w.state !== 'starting') break;
         w.state = 'ready';
+        w.wasReady = true;
         w.pid = msg.pid;
         if (w.readyTimer) clearTimeout(w.readyTimer);
         w.readyTimer = null;
@@ -324,11 +403,22 @@ export class Primary extends EventEmitter {
     w.state = 'dead';
     if (w.readyTimer) clearTimeout(w.readyTimer);
     w.sock.close();
+    // Usually it is dying already (its end of the channel closed): not a kill
+    // of ours for the crash-loop policy.
     if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    const slot = this.#slots[w.slot]!;
+    const replace = slot.current === w;
+    if (replace) slot.current = null;
     void w.exited.then(() => {
       if (w.killTimer) clearTimeout(w.killTimer);
       this.#workers.delete(w);
       this.emit('worker-exit', w);
+      // A worker of the serving generation is replaced (once we know how it
+      // ended); one that fails during the first start or a reload makes that
+      // start fail instead.
+      if (replace && slot.current === null && this.#started && !this.#stopping && !this.#reloading && w.generation === this.#generation) {
+        this.#respawn(w.slot, w);
+      }
     });
     // Connections it never acknowledged go to another worker.
     const orphans = [...w.inflight.values()];
@@ -342,29 +432,48 @@ export class Primary extends EventEmitter {
       w.onReady = null;
     }
     if (orphans.length) this.#dispatch(orphans);
-    const slot = this.#slots[w.slot]!;
-    if (slot.current === w) {
-      slot.current = null;
-      // A worker of the serving generation is replaced; one that fails during
-      // the first start or a reload makes that start fail instead.
-      if (this.#started && !this.#stopping && !this.#reloading && w.generation === this.#generation) this.#respawn(w.slot, w);
-    }
+    this.#fdsFreed(); // its channel
   }
 
-  /** Respawn with backoff: at once after a long life, doubling from 100 ms
-   * up to 30 s while it keeps dying young; from 5 quick deaths in a row on,
-   * a crash loop is reported. */
-  #respawn(slot: number, dead: WorkerRec): void {
+  /** SIGKILL for misbehaving (not ready in time, a protocol error, draining
+   * too long): a crash, not a kill from outside, for the respawn policy. */
+  #kill(w: WorkerRec): void {
+    w.killedByUs = true;
+    w.child.kill('SIGKILL');
+  }
+
+  /**
+   * Respawn with backoff. A ready worker killed from outside (SIGKILL by an
+   * operator or the OOM killer, SIGTERM...) says nothing about the app: it is
+   * replaced at once. A worker that never became ready, or that ended by
+   * itself (an exit status, a crash signal such as SIGSEGV or SIGABRT, or
+   * killed by us for misbehaving) within 5 s, is a crash: respawned after
+   * 100 ms doubling to 30 s while it keeps crashing; from 5 in a row on, a
+   * crash loop is reported. A spawn that fails (EMFILE) is retried the same way.
+   */
+  #respawn(slot: number, dead: WorkerRec | null): void {
     const s = this.#slots[slot]!;
-    const lived = Date.now() - dead.startedAt;
-    s.crashes = lived < 5000 ? s.crashes + 1 : 0;
-    const delay = s.crashes === 0 ? 0 : Math.min(100 * 2 ** (s.crashes - 1), 30_000);
-    if (s.crashes >= 5) this.#logEvent('worker-crash-loop', { slot, crashes: s.crashes, nextAttemptMs: delay, reason: dead.failure });
+    if (s.respawnTimer || this.#stopping) return;
+    const external = dead !== null && dead.wasReady && !dead.killedByUs && dead.exitSignal !== null && EXTERNAL_SIGNALS.has(dead.exitSignal);
+    if (!external) {
+      const young = dead === null || Date.now() - dead.startedAt < 5000;
+      s.crashes = young ? s.crashes + 1 : 0;
+    }
+    const delay = external || s.crashes === 0 ? 0 : Math.min(100 * 2 ** (s.crashes - 1), 30_000);
+    const cause = dead === null ? 'spawn-failed' : external ? 'killed' : 'crashed';
+    this.#logEvent('worker-respawn', { slot, inMs: delay, cause, crashes: s.crashes, ...(dead ? { pid: dead.pid, code: dead.exitCode, signal: dead.exitSignal } : {}) });
+    if (!external && s.crashes >= 5) {
+      this.#logEvent('worker-crash-loop', { slot, crashes: s.crashes, nextAttemptMs: delay, reason: dead?.failure ?? 'spawn failed' });
+    }
     s.respawnTimer = setTimeout(() => {
       s.respawnTimer = null;
-      if (this.#stopping) return;
+      if (this.#stopping || s.current) return;
       s.restarts++;
-      this.#spawn(slot, this.#generation).catch(() => {});
+      const started = this.#spawn(slot, this.#generation);
+      // A worker that starts and then dies is respawned from #workerGone; one
+      // that could not even be started has no record: try again from here.
+      if (!s.current) this.#respawn(slot, null);
+      started.catch(() => {});
     }, delay);
   }
 
@@ -374,12 +483,16 @@ export class Primary extends EventEmitter {
     this.#polls = this.sockets.map((l) => {
       const h = native.pollOpen(l.fd, (ev) => this.#onAcceptable(l, ev));
       if (typeof h === 'number') throw errnoError(h, 'uv_poll_init');
-      native.pollSet(h, 1);
       return h;
     });
+    this.#updateAccepting();
   }
 
-  #setAccepting(on: boolean): void {
+  /** Polls the listeners unless stopping, backing off, or too much waits. */
+  #updateAccepting(): void {
+    const on = !this.#stopping && !this.#pausedForLoad && this.#acceptBackoff === null;
+    if (on === this.#polling) return;
+    this.#polling = on;
     for (const h of this.#polls) if (h) native.pollSet(h, on ? 1 : 0);
   }
 
@@ -388,25 +501,39 @@ export class Primary extends EventEmitter {
       // POLLERR (libuv says EBADF): report the socket's error and re-arm.
       const e = native.sockError(l.fd);
       if (e < 0) this.#logEvent('accept-error', { listener: l.address, error: errnoError(e, 'accept').code });
-      if (!this.#acceptPaused) this.#setAccepting(true);
+      if (this.#polling) for (const h of this.#polls) if (h) native.pollSet(h, 1);
       return;
     }
     this.#acceptFrom(l);
   }
 
-  /** Accepts what waits on `l` (one batch) and hands it out. */
+  /** Accepts what waits on `l` (one batch) and hands it out: how many, or
+   * the negative errno (EAGAIN: nothing waits). */
   #acceptFrom(l: Listener): number {
     const n = native.accept(l.fd, ACCEPT_BUF);
     if (n < 0) {
       if (n !== EAGAIN) this.#acceptFailed(l, n);
-      return 0;
+      return n;
     }
     this.#backoffMs = 0;
+    if (this.#acceptStreak) {
+      const st = this.#acceptStreak;
+      this.#acceptStreak = null;
+      const now = Date.now();
+      const log = this.#acceptLog;
+      if (now - log.resumed >= 1000) {
+        this.#logEvent('accept-resumed', { listener: l.address, afterMs: now - st.since, errors: st.errors, ...(log.resumedUnlogged ? { suppressed: log.resumedUnlogged } : {}) });
+        log.resumed = now;
+        log.resumedUnlogged = 0;
+      } else {
+        log.resumedUnlogged++;
+      }
+    }
     this.#accepted += n;
     const conns: Conn[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const fd = ACCEPT_BUF[i]!;
-      conns[i] = { id: this.#nextId, fd, listener: l.index, hash: this.#opts.strategy === 'hash' ? clientHash(fd) : 0 };
+      conns[i] = { id: this.#nextId, fd, listener: l.index, hash: this.#opts.strategy === 'hash' ? clientHash(fd) : 0, batch: 0, losses: 0 };
       this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     }
     this.#dispatch(conns);
@@ -415,39 +542,95 @@ export class Primary extends EventEmitter {
 
   /**
    * Out of fds (or memory) the listener stays readable and polling would
-   * spin: stop accepting, back off (doubling 10 ms .. 1 s), then try again.
-   * The kernel's backlog holds the connections meanwhile.
+   * spin: stop accepting and try again as soon as the primary closes an fd
+   * of its own (#fdsFreed), or after a backoff (doubling 10 ms .. 1 s) for
+   * fds freed elsewhere (ENFILE: the whole system; ENOMEM). The kernel's
+   * backlog holds the connections meanwhile. Every failure counts in acceptErrors;
+   * the log gets one accept-error line a second at most (with how many it
+   * left out), and an accept-resumed line when accepting works again.
    */
   #acceptFailed(l: Listener, r: number): void {
     this.#acceptErrors++;
-    const err = errnoError(r, 'accept', l.address);
-    this.#logEvent('accept-error', { listener: l.address, error: err.code });
-    if (r === EMFILE || r === ENFILE || r === ENOBUFS || r === ENOMEM) {
+    const code = errnoError(r, 'accept', l.address).code;
+    const now = Date.now();
+    const st = this.#acceptStreak ??= { since: now, errors: 0 };
+    st.errors++;
+    const log = this.#acceptLog;
+    if (now - log.error >= 1000) {
+      this.#logEvent('accept-error', { listener: l.address, error: code, ...(log.errorsUnlogged ? { suppressed: log.errorsUnlogged } : {}) });
+      log.error = now;
+      log.errorsUnlogged = 0;
+    } else {
+      log.errorsUnlogged++;
+    }
+    // Any other error (per connection, say ECONNABORTED-like ones) is retried
+    // after the shortest backoff too: nothing may make the loop spin.
+    if (this.#acceptBackoff === null) {
       this.#backoffMs = Math.min(Math.max(this.#backoffMs * 2, 10), 1000);
-      this.#pauseAccepting();
       this.#acceptBackoff = setTimeout(() => {
         this.#acceptBackoff = null;
-        this.#resumeAccepting();
+        this.#updateAccepting();
       }, this.#backoffMs);
+      this.#updateAccepting();
     }
   }
 
-  #pauseAccepting(): void {
-    this.#acceptPaused = true;
-    this.#setAccepting(false);
+  /** The primary closed fds of its own: the spares come first (if some
+   * were spent on a spawn at the limit), then, if accepting waits for fds, it
+   * tries now. */
+  #fdsFreed(): void {
+    if (this.#spares.length < SPARE_FDS && !this.#stopping) this.#takeSpares();
+    if (this.#acceptBackoff === null) return;
+    clearTimeout(this.#acceptBackoff);
+    this.#acceptBackoff = null;
+    this.#updateAccepting();
   }
 
-  #resumeAccepting(): void {
-    if (this.#stopping || this.#acceptBackoff) return;
-    this.#acceptPaused = false;
-    this.#setAccepting(true);
+  // ---- spare fds ---------------------------------------------------------------
+
+  #takeSpares(): void {
+    while (this.#spares.length < SPARE_FDS) {
+      try {
+        this.#spares.push(fs.openSync('/dev/null', 'r'));
+      } catch {
+        return; // at the limit: fewer spares until fds free up
+      }
+    }
   }
 
-  /** Picks a worker for each connection and sends each worker its batch. */
-  #dispatch(conns: Conn[]): void {
+  #releaseSpares(): void {
+    for (const fd of this.#spares.splice(0)) fs.closeSync(fd);
+  }
+
+  // ---- dispatching ---------------------------------------------------------------
+
+  /**
+   * Connections a worker reported LOST go to another worker; once every
+   * ready worker has lost one (all at their fd limit), it waits and is
+   * tried again in 100 ms, so that workers at their limit cost no busy loop.
+   */
+  #redispatch(lost: Conn[], from: WorkerRec): void {
+    const ready = this.#readyWorkers().length;
+    const again = lost.filter((c) => c.losses < ready);
+    const later = lost.filter((c) => c.losses >= ready);
+    if (again.length) this.#dispatch(again, from);
+    if (later.length) {
+      for (const c of later) c.losses = 0;
+      this.#waiting.push(...later);
+      this.#retryTimer ??= setTimeout(() => {
+        this.#retryTimer = null;
+        if (this.#waiting.length && !this.#stopping) this.#dispatch([]);
+      }, 100);
+    }
+  }
+
+  /** Picks a worker for each connection (not `avoid`, if another is ready)
+   * and sends each worker its batch. */
+  #dispatch(conns: Conn[], avoid?: WorkerRec): void {
     const todo = this.#waiting.length ? this.#waiting.splice(0).concat(conns) : conns;
     const batches = new Map<WorkerRec, Conn[]>();
-    const ready = this.#readyWorkers();
+    let ready = this.#readyWorkers();
+    if (avoid && ready.length > 1) ready = ready.filter((w) => w !== avoid);
     for (const c of todo) {
       const w = this.#pick(ready, c, batches);
       if (!w) {
@@ -462,8 +645,9 @@ export class Primary extends EventEmitter {
       for (let i = 0; i < b.length; i += MAX_FDS) this.#send(w, b.slice(i, i + MAX_FDS));
     }
     // Nowhere to put them: let the backlog hold the rest until a worker can.
-    if (this.#waiting.length > MAX_UNACKED && !this.#acceptPaused) this.#pauseAccepting();
-    else if (this.#waiting.length === 0 && this.#acceptPaused && !this.#acceptBackoff && !this.#stopping) this.#resumeAccepting();
+    if (this.#waiting.length > MAX_UNACKED) this.#pausedForLoad = true;
+    else if (this.#waiting.length === 0) this.#pausedForLoad = false;
+    this.#updateAccepting();
   }
 
   #readyWorkers(): WorkerRec[] {
@@ -531,11 +715,13 @@ export class Primary extends EventEmitter {
     const ids = new Uint32Array(n);
     const lis = new Uint16Array(n);
     const fds = new Array<number>(n);
+    w.batches = (w.batches + 1) >>> 0;
     for (let i = 0; i < n; i++) {
       const c = batch[i]!;
       ids[i] = c.id;
       lis[i] = c.listener;
       fds[i] = c.fd;
+      c.batch = w.batches;
       w.inflight.set(c.id, c);
     }
     w.handed += n;
@@ -583,7 +769,7 @@ export class Primary extends EventEmitter {
     w.sock.send(encodeShutdown(t)).catch(() => {});
     // Past the timeout (and a grace period) it is killed; anything it never
     // acknowledged is re-dispatched then.
-    w.killTimer = setTimeout(() => w.child.kill('SIGKILL'), t + 2000);
+    w.killTimer = setTimeout(() => this.#kill(w), t + 2000);
   }
 
   /**
@@ -600,11 +786,12 @@ export class Primary extends EventEmitter {
     this.#logEvent('shutdown', { workers: this.#workers.size });
     for (const h of this.#polls) if (h) native.pollClose(h);
     this.#polls = [];
+    this.#polling = false;
     if (this.#acceptBackoff) clearTimeout(this.#acceptBackoff);
-    // Nothing in the backlog is refused: accept it all and hand it out.
-    for (const l of this.sockets) if (l.fd >= 0) while (this.#acceptFrom(l) > 0);
-    closeListeners(this.sockets);
+    this.#acceptBackoff = null;
     for (const s of this.#slots) if (s.respawnTimer) clearTimeout(s.respawnTimer);
+    await this.#drainBacklogs();
+    closeListeners(this.sockets);
     // Workers still starting get no traffic: stop them; the ready ones drain.
     for (const w of this.#workers) {
       if (w.state === 'starting') w.child.kill('SIGTERM');
@@ -612,8 +799,49 @@ export class Primary extends EventEmitter {
     }
     await this.#allExited();
     for (const c of this.#waiting.splice(0)) native.close(c.fd);
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#releaseSpares();
     clearInterval(this.#rateTimer);
     this.#logEvent('stopped', { handed: this.#handed });
+  }
+
+  /**
+   * Nothing the kernel queued is refused: accepts it all and hands it out
+   * before the listeners close. close() resets whatever completed its
+   * handshake after the last accept(), so a TCP listener first stops
+   * completing new ones (a socket filter drops bare SYNs: those clients
+   * retry in a second and find the port closed); handshakes already under
+   * way get HANDSHAKE_GRACE_MS, then the backlog is drained once more.
+   * (Inherited listeners get no filter: systemd keeps them after we exit,
+   * with their backlog.) Out of fds, it waits for the workers to acknowledge
+   * what they were handed (which closes our copies), up to the shutdown
+   * timeout; the spare fds go to connections now.
+   */
+  async #drainBacklogs(): Promise<void> {
+    this.#releaseSpares();
+    const deadline = Date.now() + this.#opts.shutdownTimeout;
+    let filtered = false;
+    for (const l of this.sockets) {
+      if (l.fd >= 0 && l.kind === 'tcp' && !l.inherited && native.dropSyns(l.fd) === 0) filtered = true;
+    }
+    await this.#drainOnce(deadline);
+    if (!filtered) return;
+    await new Promise((res) => setTimeout(res, HANDSHAKE_GRACE_MS));
+    await this.#drainOnce(deadline);
+  }
+
+  async #drainOnce(deadline: number): Promise<void> {
+    for (const l of this.sockets) {
+      while (l.fd >= 0) {
+        const r = this.#acceptFrom(l);
+        if (r > 0) continue;
+        if (r === EAGAIN) break;
+        let inflight = 0;
+        for (const w of this.#workers) inflight += w.inflight.size;
+        if (inflight === 0 || Date.now() >= deadline) break;
+        await new Promise((res) => setTimeout(res, 5));
+      }
+    }
   }
 
   async #allExited(): Promise<void> {

@@ -14,6 +14,10 @@
  *               the primary may close its copies now
  *     LOAD      u8 12, u8 0, u16 0, u32 live, u32 requests: live connections
  *     FAILED    u8 13, then JSON { message }: the worker could not start
+ *     LOST      u8 14, u8 0, u16 0, u32 batch: the batch-th CONNS message
+ *               (counting from 1, modulo 2^32) arrived without its fds
+ *               (MSG_CTRUNC: the worker is at RLIMIT_NOFILE); the primary still
+ *               holds them and hands them to another worker
  * Little-endian throughout.
  */
 
@@ -25,6 +29,7 @@ export const enum Op {
   Ack = 11,
   Load = 12,
   Failed = 13,
+  Lost = 14,
 }
 
 /** A connection handed to a worker: its id (for the ack) and listener index. */
@@ -37,7 +42,8 @@ export type WorkerMessage =
   | { op: Op.Ready; pid: number }
   | { op: Op.Ack; live: number; ids: Uint32Array }
   | { op: Op.Load; live: number; requests: number }
-  | { op: Op.Failed; message: string };
+  | { op: Op.Failed; message: string }
+  | { op: Op.Lost; batch: number };
 
 export type PrimaryMessage =
   | { op: Op.Conns; conns: Handed[] }
@@ -86,6 +92,13 @@ export function encodeLoad(live: number, requests: number): Buffer {
   return b;
 }
 
+export function encodeLost(batch: number): Buffer {
+  const b = Buffer.alloc(8);
+  b[0] = Op.Lost;
+  b.writeUInt32LE(batch >>> 0, 4);
+  return b;
+}
+
 export function encodeJson(op: Op.Ready | Op.Failed, body: unknown): Buffer {
   return Buffer.concat([Buffer.from([op]), Buffer.from(JSON.stringify(body), 'utf8')]);
 }
@@ -112,6 +125,9 @@ export function decodeWorkerMessage(b: Buffer): WorkerMessage {
     case Op.Load:
       if (b.length !== 12) throw new Error(`LOAD of ${b.length} bytes`);
       return { op: Op.Load, live: b.readUInt32LE(4), requests: b.readUInt32LE(8) };
+    case Op.Lost:
+      if (b.length !== 8) throw new Error(`LOST of ${b.length} bytes`);
+      return { op: Op.Lost, batch: b.readUInt32LE(4) };
     default:
       throw new Error(`unknown worker message op ${b[0]}`);
   }

@@ -14,6 +14,9 @@
  * on) and acknowledged in one message, after which the primary closes its
  * copies. Until then the primary keeps them, so a worker that dies before
  * acknowledging loses nothing: the primary hands them to another worker.
+ * A batch that arrives without its fds (this process at RLIMIT_NOFILE: the
+ * kernel drops what does not fit, MSG_CTRUNC) is reported LOST by its
+ * number, and the primary hands those connections to another worker.
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -23,7 +26,7 @@ import { EventEmitter } from 'node:events';
 import { UnixSocket } from '../socket/socket';
 import type { Message } from '../socket/message';
 import { native } from '../native';
-import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, Op } from './protocol';
+import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, encodeLost, Op } from './protocol';
 import type { ListenerInfo } from './listeners';
 
 /** Environment of a worker started by the primary. */
@@ -88,13 +91,15 @@ export class Worker extends EventEmitter {
   #ackScheduled = false;
   #draining = false;
   #servers = new Set<net.Server>();
+  /** CONNS messages received, whole or not (modulo 2^32): LOST names one by this. */
+  #batches = 0;
 
   constructor(sock: UnixSocket, config: WorkerConfig) {
     super();
     this.#sock = sock;
     this.config = config;
     sock.on('message', (m: Message) => this.#onMessage(m));
-    sock.on('error', (err) => this.emit('error', err));
+    sock.on('error', (err) => this.#onChannelError(err));
     // The primary is gone: nobody will hand us more; finish and go.
     sock.on('end', () => void this.drain(10_000));
   }
@@ -174,16 +179,31 @@ export class Worker extends EventEmitter {
     return undefined;
   }
 
+  /** Only CONNS messages carry fds: one that lost them (or came malformed
+   * with fds) is reported LOST, so that the primary hands its connections on. */
+  #onChannelError(err: Error): void {
+    if ((err as { code?: string }).code === 'FDPASS_ERR_CONTROL_TRUNCATED') this.#lost();
+    this.emit('error', err);
+  }
+
+  #lost(): void {
+    this.#batches = (this.#batches + 1) >>> 0;
+    this.#sock.send(encodeLost(this.#batches)).catch(() => {});
+  }
+
   #onMessage(m: Message): void {
     let msg;
     try {
       msg = decodePrimaryMessage(m.data, m.fdCount);
     } catch (err) {
+      const hadFds = m.fdCount > 0;
       m.close();
+      if (hadFds) this.#lost();
       this.emit('error', new Error(`bad message from the primary: ${(err as Error).message}`));
       return;
     }
     if (msg.op === Op.Conns) {
+      this.#batches = (this.#batches + 1) >>> 0;
       const fds = m.fds;
       for (let i = 0; i < fds.length; i++) {
         const c = msg.conns[i]!;

@@ -71,7 +71,9 @@ interface FdBatch {
 export interface DecoderOptions {
   /** Largest payload accepted (default 64 MiB). */
   maxPayload?: number;
-  /** Most fds held for frames not yet complete (default 4096). */
+  /** Most fds held for frames not yet complete (default 4096). Misplaced fds
+   * are refused as soon as they arrive, so a well-behaved decoder never holds
+   * more than one frame's worth (253); this is a backstop. */
   maxHeldFds?: number;
 }
 
@@ -81,15 +83,25 @@ export interface DecoderOptions {
  * On a protocol violation the decoder is dead: `error` says what was wrong,
  * push() still returns the frames completed before it (whose fds the caller
  * now owns), and takeHeldFds() returns every other fd it held, to be closed.
+ *
+ * Bounded by construction: fds are checked the moment they arrive (a batch
+ * that no frame can claim is an error at once, not when some later frame
+ * completes), so at most one batch, the incomplete frame's own, is ever held;
+ * and a frame arriving in many reads is copied once, when it is complete,
+ * not once per read.
  */
-const EMPTY = Buffer.alloc(0);
 const NO_FDS: Int32Array = new Int32Array(0);
 
 export class FrameDecoder {
   readonly #maxPayload: number;
   readonly #maxHeldFds: number;
-  #pending: Buffer = EMPTY;
-  /** Stream offset of #pending[0]. */
+  /** Bytes of the incomplete frame at #base, as received (each a copy). */
+  #parts: Buffer[] = [];
+  #partsLen = 0;
+  /** Whole size (header + payload) of the incomplete frame once its header
+   * is in and checked; 0 while the header is still short. */
+  #need = 0;
+  /** Stream offset of the first byte not yet part of a complete frame. */
   #base = 0;
   /** Stream offset just past the last byte pushed. */
   #end = 0;
@@ -108,19 +120,20 @@ export class FrameDecoder {
 
   /** Bytes buffered of an incomplete frame. */
   get bufferedBytes(): number {
-    return this.#pending.length;
+    return this.#partsLen;
   }
 
   get heldFds(): number {
     return this.#held;
   }
 
-  /** `fds` is taken over (kept, not copied): pass a fresh array. */
+  /** `fds` is taken over (kept, not copied): pass a fresh array. `chunk` is
+   * not kept: what the decoder needs of it is copied. */
   push(chunk: Uint8Array, fds: Int32Array | readonly number[] = NO_FDS, truncated = false, creds?: Credentials): Frame[] {
     const batchFds = fds instanceof Int32Array ? fds : Int32Array.from(fds);
     if (this.error !== undefined) {
       // Dead: take nothing on; whatever came with this read is the caller's.
-      this.#orphans.push(...batchFds);
+      for (let i = 0; i < batchFds.length; i++) this.#orphans.push(batchFds[i]!);
       return [];
     }
     const start = this.#end;
@@ -128,19 +141,36 @@ export class FrameDecoder {
     if (batchFds.length > 0 || truncated) {
       this.#batches.push({ fds: batchFds, start, end: this.#end, truncated });
       this.#held += batchFds.length;
-      if (this.#held > this.#maxHeldFds) {
-        this.error = `peer sent ${this.#held} fds not yet claimed by complete frames (limit ${this.#maxHeldFds})`;
-        return [];
-      }
     }
     if (creds !== undefined && chunk.length > 0) this.#creds.push({ start, end: this.#end, creds });
 
-    let buf: Buffer;
-    if (this.#pending.length === 0) {
-      buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    } else {
-      buf = Buffer.concat([this.#pending, chunk]);
+    const inChunk = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (this.#need > 0 && this.#partsLen + inChunk.length < this.#need) {
+      // More of a frame whose header was checked already, still incomplete:
+      // keep a copy, concatenate once when it is whole.
+      if (inChunk.length > 0) {
+        this.#parts.push(Buffer.from(inChunk));
+        this.#partsLen += inChunk.length;
+      }
+      this.#checkStray();
+      return [];
     }
+    // `buf` is either the caller's chunk (to be copied from) or a fresh
+    // concatenation that frames may share.
+    let owned = false;
+    let buf: Buffer;
+    if (this.#partsLen === 0) buf = inChunk;
+    else {
+      this.#parts.push(inChunk);
+      buf = Buffer.concat(this.#parts, this.#partsLen + inChunk.length);
+      owned = true;
+    }
+    if (this.#partsLen > 0) {
+      this.#parts = [];
+      this.#partsLen = 0;
+    }
+    this.#need = 0;
+
     const frames: Frame[] = [];
     let off = 0;
     // Any check that fails sets this.error and leaves the loop.
@@ -181,8 +211,16 @@ export class FrameDecoder {
         break;
       }
 
-      if (buf.length - off < HEADER_SIZE + length) break;
-      const payload = copyOut(buf, off + HEADER_SIZE, length);
+      if (buf.length - off < HEADER_SIZE + length) {
+        this.#need = HEADER_SIZE + length;
+        break;
+      }
+      // A frame that is most of a fresh concatenation keeps it (no second
+      // copy of a large payload); a small one gets its own copy, so that it
+      // does not keep a large buffer alive.
+      const payload = owned && 2 * length >= buf.length
+        ? buf.subarray(off + HEADER_SIZE, off + HEADER_SIZE + length)
+        : copyOut(buf, off + HEADER_SIZE, length);
       let frameFds: Int32Array = NO_FDS;
       let truncated = false;
       if (claimed) {
@@ -197,8 +235,8 @@ export class FrameDecoder {
       // claimed by it, and no later frame can start inside that read.
       const next = this.#batches[0];
       if (next && next.end <= frameEnd) {
-        this.#orphans.push(...frameFds);
-        this.error = `${next.fds.length} fd(s) arrived with bytes inside the frame at stream offset ${at}, not with a frame's first byte`;
+        for (let i = 0; i < frameFds.length; i++) this.#orphans.push(frameFds[i]!);
+        this.error = `${describeBatch(next)} arrived with bytes inside the frame at stream offset ${at}, not with a frame's first byte`;
         break;
       }
       frames.push({
@@ -211,17 +249,40 @@ export class FrameDecoder {
       });
     }
     if (this.error !== undefined) return frames;
-    this.#pending = off === buf.length ? EMPTY : Buffer.from(buf.subarray(off));
+    if (off < buf.length) {
+      this.#parts = [owned && 2 * (buf.length - off) >= buf.length ? buf.subarray(off) : Buffer.from(buf.subarray(off))];
+      this.#partsLen = buf.length - off;
+    }
     this.#base += off;
     while (this.#creds.length > 0 && this.#creds[0]!.end <= this.#base) this.#creds.shift();
+    this.#checkStray();
     return frames;
+  }
+
+  /**
+   * Every batch still held must belong to the incomplete frame at #base (the
+   * read that brought it holds that frame's first byte). Any other was
+   * attached to a byte where no frame starts: no frame can ever claim it, so
+   * it is refused now rather than held until the frame completes.
+   */
+  #checkStray(): void {
+    for (const b of this.#batches) {
+      if (this.#partsLen > 0 && b.start <= this.#base && this.#base < b.end) continue;
+      this.error = this.#partsLen > 0 && b.start > this.#base
+        ? `${describeBatch(b)} arrived with stream bytes ${b.start}..${b.end}, inside the frame at stream offset ${this.#base}, not with a frame's first byte`
+        : `${describeBatch(b)} arrived with stream bytes ${b.start}..${b.end}, where no frame starts`;
+      return;
+    }
+    if (this.#held > this.#maxHeldFds) {
+      this.error = `peer sent ${this.#held} fds not yet claimed by complete frames (limit ${this.#maxHeldFds})`;
+    }
   }
 
   /** Every fd still held (for frames not complete), handed to the caller to close. */
   takeHeldFds(): number[] {
     const out: number[] = this.#orphans;
     this.#orphans = [];
-    for (const b of this.#batches) out.push(...b.fds);
+    for (const b of this.#batches) for (let i = 0; i < b.fds.length; i++) out.push(b.fds[i]!);
     this.#batches = [];
     this.#held = 0;
     return out;
@@ -232,6 +293,10 @@ export class FrameDecoder {
     return undefined;
   }
 
+}
+
+function describeBatch(b: FdBatch): string {
+  return `${b.fds.length} fd(s)${b.truncated ? ' (control message truncated)' : ''}`;
 }
 
 /** A copy of buf[start, start + length): a plain loop for small payloads,

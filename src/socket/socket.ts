@@ -17,6 +17,7 @@ import { native, K, type PollHandle } from '../native';
 import {
   errnoError, check, invalidArg, invalidFd, tooManyFds, unsupported, abortError,
   SocketClosedError, ControlTruncatedError, MessageTruncatedError, ProtocolError, TimeoutError,
+  UnexpectedFdsError, FdFloodError,
   type ErrnoError,
 } from '../errors';
 import { encodeAddress, decodeAddress, displayAddress } from './address';
@@ -47,8 +48,42 @@ export interface SocketOptions {
   highWaterMark?: number;
   /** Received fds buffered (not yet handed to a consumer) before reading
    * pauses (default 2048; a batch may add up to 253 more). Read-ahead must
-   * not fill this process's fd table: that would truncate what follows. */
+   * not fill this process's fd table: that would truncate what follows.
+   * Pausing is backpressure: the peer waits, nothing is dropped. */
   maxBufferedFds?: number;
+  /**
+   * Most fds one message may carry, 0..253 (default 253: only the kernel's
+   * limit). For a socket that takes no fds, 0. A message with more has its
+   * fds closed the moment it is read, before any consumer sees it; it is
+   * reported as FDPASS_ERR_UNEXPECTED_FDS (UnexpectedFdsError, a
+   * ProtocolError) after the messages read before it, and the connection is
+   * closed. A datagram socket drops just that datagram and reads on: any
+   * sender can reach it, and there is no connection to close.
+   */
+  maxFdsPerMessage?: number;
+  /**
+   * A hard cap on received fds waiting for this socket's consumer (buffered
+   * messages plus a frame being received), for peers that are not trusted
+   * to behave. Unset by default: a consumer that falls behind then only
+   * pauses reading at maxBufferedFds, the peer waits (backpressure) and
+   * nothing is lost, which is what a trusted peer wants.
+   *
+   * When set, falling behind by more than this is a flood: reading does not
+   * pause for fds; once fds left unread through a whole event-loop turn plus
+   * what arrives next exceed the cap, the connection is shut down, every fd
+   * it left unread is closed (the messages waiting for the consumer too: they
+   * are the flooding peer's backlog), and FDPASS_ERR_FD_FLOOD (FdFloodError,
+   * a ProtocolError) is the next thing the consumer gets. (Within one turn,
+   * reading stops short of the cap so that a consumer that keeps up is never
+   * cut off.) This process then never holds more than about cap + 253 unread
+   * fds for the connection, and nothing once it is cut off; the flooding
+   * peer is gone instead of parked. Size it for the largest burst the
+   * consumer may legitimately fall behind by; at least 253. A datagram
+   * socket drops the datagrams over the cap instead and reads on.
+   * maxBufferedFds, if given too, must be larger (it defaults to the larger
+   * of 2048 and the cap + 1).
+   */
+  maxUnreadFds?: number;
 }
 
 export interface OutgoingMessage {
@@ -152,6 +187,8 @@ export class UnixSocket extends EventEmitter {
   readonly #maxSize: number;
   readonly #hwm: number;
   readonly #maxFds: number;
+  readonly #maxPerMsg: number;
+  readonly #maxUnread: number | undefined;
   /** fds held by messages in #inbox. */
   #inboxFds = 0;
   readonly #decoder: FrameDecoder | null;
@@ -184,7 +221,14 @@ export class UnixSocket extends EventEmitter {
       throw new RangeError(`maxMessageSize for ${type} sockets is at most ${RBUF.length}`);
     }
     this.#hwm = positiveInt(options.highWaterMark, 'highWaterMark', 1024);
-    this.#maxFds = positiveInt(options.maxBufferedFds, 'maxBufferedFds', 2048);
+    this.#maxPerMsg = intInRange(options.maxFdsPerMessage, 'maxFdsPerMessage', 0, MAX_FDS, MAX_FDS);
+    this.#maxUnread = options.maxUnreadFds === undefined ? undefined
+      : intInRange(options.maxUnreadFds, 'maxUnreadFds', MAX_FDS, 0x7fffffff, MAX_FDS);
+    this.#maxFds = positiveInt(options.maxBufferedFds, 'maxBufferedFds',
+      this.#maxUnread === undefined ? 2048 : Math.max(2048, this.#maxUnread + 1));
+    if (this.#maxUnread !== undefined && this.#maxUnread >= this.#maxFds) {
+      throw new RangeError(`maxUnreadFds (${this.#maxUnread}) must be below maxBufferedFds (${this.#maxFds}): reading would pause before the cap is reached`);
+    }
     this.#decoder = this.#framed
       ? new FrameDecoder({ maxPayload: this.#maxSize, maxHeldFds: positiveInt(options.maxHeldFds, 'maxHeldFds', 4096) })
       : null;
@@ -663,6 +707,9 @@ export class UnixSocket extends EventEmitter {
     const full = this.#inbox.length === this.#hwm - 1 || this.#inboxFds >= this.#maxFds;
     if (item instanceof Message) this.#inboxFds -= item.fdCount;
     if (full) this.#updatePoll();
+    // The fatal error was the last thing to hand out: close now rather than
+    // when the consumer asks again (it may never).
+    if (this.#failed && this.#inbox.length === 0) this.#finishEnd();
     return item;
   }
 
@@ -741,7 +788,18 @@ export class UnixSocket extends EventEmitter {
       const dgram = this.type === 'dgram';
       const max = this.type === 'stream' ? 0 : this.#maxSize;
       // Room for what may still be buffered, but always for one full message.
-      const room = Math.max(MAX_FDS + 1, Math.min(RFDS.length, this.#maxFds - this.#inboxFds));
+      let room: number;
+      if (this.#maxUnread === undefined) {
+        room = Math.max(MAX_FDS + 1, Math.min(RFDS.length, this.#maxFds - this.#inboxFds));
+      } else {
+        // With a flood cap, read no further than the cap within one turn:
+        // a consumer that keeps up takes the messages before the next one.
+        // A turn that starts with the consumer still behind reads anyway;
+        // if that crosses the cap, the peer is flooding (#overCap).
+        const left = this.#maxUnread + 1 - this.#unreadFds();
+        if (left < MAX_FDS + 1 && round > 0) break;
+        room = Math.max(MAX_FDS + 1, Math.min(RFDS.length, left));
+      }
       const fdsOut = room >= RFDS.length ? RFDS : RFDS.subarray(0, room);
       const n = native.recvmsgs(this.#fd, RBUF, RMETA, fdsOut, dgram ? RADDR : null, RECV_BATCH, max, RSTATUS, RCTL);
       if (n < 0) {
@@ -757,6 +815,7 @@ export class UnixSocket extends EventEmitter {
       const lateErr = RSTATUS[1]!;
       this.#takeBatch(n, dgram);
       if (this.#closed) return;
+      if (this.#failed) break;
       if (stop === K.STOP_EOF) {
         this.#onEof();
         break;
@@ -789,18 +848,45 @@ export class UnixSocket extends EventEmitter {
       const stored = RMETA[m + 2]!;
       const nfds = RMETA[m + 3]!;
       const flags = RMETA[m + 4]!;
-      const creds = RMETA[m + 5] ? { pid: RMETA[m + 6]!, uid: RMETA[m + 7]! >>> 0, gid: RMETA[m + 8]! >>> 0 } : undefined;
       const fdStart = foff;
       foff += nfds;
+      if (this.#failed || this.#closed) {
+        // The connection broke earlier in this batch: what came after it is
+        // never delivered, and its fds are closed now, not at close().
+        if (nfds > 0) native.closeMany(fdsAll!, fdStart, nfds);
+        continue;
+      }
+      const creds = RMETA[m + 5] ? { pid: RMETA[m + 6]!, uid: RMETA[m + 7]! >>> 0, gid: RMETA[m + 8]! >>> 0 } : undefined;
       const ctrunc = (flags & K.MSG_CTRUNC) !== 0;
+      // More fds than allowed (with MSG_CTRUNC, the peer sent more than
+      // arrived): closed before anything else looks at them.
+      let unexpected: UnexpectedFdsError | null = null;
+      if (nfds > this.#maxPerMsg || (ctrunc && this.#maxPerMsg < MAX_FDS && nfds >= this.#maxPerMsg)) {
+        if (nfds > 0) native.closeMany(fdsAll!, fdStart, nfds);
+        unexpected = new UnexpectedFdsError(nfds, this.#maxPerMsg, 'this socket (maxFdsPerMessage)');
+        if (!this.#decoder) {
+          if (dgram) this.#inbox.push(unexpected);
+          else this.#destroy(unexpected);
+          continue;
+        }
+      }
       if (this.#decoder) {
-        this.#takeFrames(RBUF.subarray(off, off + stored), nfds > 0 ? fdsAll!.subarray(fdStart, fdStart + nfds) : null, ctrunc, creds);
-        if (this.#closed) return;
+        // On a stream the read may start with whole frames sent before the
+        // offending one: the decoder still gets the bytes, with the fds
+        // replaced by an empty truncated batch that marks where they were.
+        this.#takeFrames(RBUF.subarray(off, off + stored), nfds > 0 && !unexpected ? fdsAll!.subarray(fdStart, fdStart + nfds) : null,
+          ctrunc || unexpected !== null, creds, nfdsAll - foff, unexpected);
         continue;
       }
       if (ctrunc || len > stored || flags & K.MSG_TRUNC) {
         if (nfds > 0) native.closeMany(fdsAll!, fdStart, nfds);
-        this.#inbox.push(ctrunc ? new ControlTruncatedError(nfds) : new MessageTruncatedError(len, this.#maxSize));
+        this.#inbox.push(ctrunc ? new ControlTruncatedError(nfds, undefined, bytes.subarray(off, off + stored)) : new MessageTruncatedError(len, this.#maxSize));
+        continue;
+      }
+      if (nfds > 0 && this.#overCap(nfds)) {
+        native.closeMany(fdsAll!, fdStart, nfds);
+        if (dgram) this.#inbox.push(new FdFloodError(this.#maxUnread!, nfds));
+        else this.#flood(nfdsAll - fdStart);
         continue;
       }
       const address = dgram ? decodeAddress(RADDR.subarray(i * K.RECV_ADDR, i * K.RECV_ADDR + RMETA[m + 9]!)) : undefined;
@@ -809,22 +895,76 @@ export class UnixSocket extends EventEmitter {
     }
   }
 
-  #takeFrames(chunk: Buffer, fds: Int32Array | null, ctrunc: boolean, creds: Credentials | undefined): void {
+  /** Received fds not yet taken by a consumer. */
+  #unreadFds(): number {
+    return this.#inboxFds + (this.#decoder?.heldFds ?? 0);
+  }
+
+  /** Whether `more` fds on top of those unread would cross maxUnreadFds. */
+  #overCap(more: number): boolean {
+    return this.#maxUnread !== undefined && this.#unreadFds() + more > this.#maxUnread;
+  }
+
+  /**
+   * The peer flooded past maxUnreadFds. Its backlog is dropped with it: the
+   * messages still waiting unread are closed now (keeping them would only
+   * keep the flood's fds), then the error is all the consumer gets, and the
+   * connection is shut down. `closing`: fds past the cap about to be closed.
+   */
+  #flood(closing: number): void {
+    let dropped = 0;
+    for (const item of this.#inbox) {
+      if (item instanceof Message) {
+        dropped += item.fdCount;
+        item.close();
+      }
+    }
+    this.#inbox = [];
+    this.#inboxFds = 0;
+    this.#destroy(new FdFloodError(this.#maxUnread!, closing + dropped));
+  }
+
+  /**
+   * One read of a framed stream. `later`: fds of this receive batch that come
+   * after this read. `unexpected`: the read brought more fds than
+   * maxFdsPerMessage (closed already); the frames before the one they came
+   * with are delivered, then this error.
+   */
+  #takeFrames(chunk: Buffer, fds: Int32Array | null, ctrunc: boolean, creds: Credentials | undefined, later: number,
+    unexpected: UnexpectedFdsError | null): void {
     const dec = this.#decoder!;
     const frames = dec.push(chunk, fds ?? undefined, ctrunc, creds);
-    for (const f of frames) {
+    for (let k = 0; k < frames.length; k++) {
+      const f = frames[k]!;
+      const n = f.fds.length;
+      if (this.#failed) {
+        if (n) native.closeMany(f.fds, 0, n);
+        continue;
+      }
+      if (f.truncated && unexpected) {
+        this.#destroy(unexpected);
+        continue;
+      }
       if (f.truncated) {
-        if (f.fds.length) native.closeMany(f.fds, 0, f.fds.length);
-        this.#inbox.push(new ControlTruncatedError(f.fds.length, f.expectedFds));
+        if (n) native.closeMany(f.fds, 0, n);
+        this.#inbox.push(new ControlTruncatedError(n, f.expectedFds, f.payload));
+        continue;
+      }
+      if (n > 0 && this.#overCap(n)) {
+        let closed = later + dec.heldFds;
+        for (let j = k; j < frames.length; j++) closed += frames[j]!.fds.length;
+        native.closeMany(f.fds, 0, n);
+        this.#flood(closed);
         continue;
       }
       const credentials = f.flags & FLAG_CREDENTIALS ? f.credentials : undefined;
-      this.#inbox.push(new Message(f.payload, 0, f.payload.length, f.fds.length ? f.fds : null, 0, f.fds.length, credentials));
-      this.#inboxFds += f.fds.length;
+      this.#inbox.push(new Message(f.payload, 0, f.payload.length, n ? f.fds : null, 0, n, credentials));
+      this.#inboxFds += n;
     }
-    if (dec.error !== undefined) {
-      this.#destroy(new ProtocolError(dec.error));
-    }
+    if (this.#failed) return;
+    if (unexpected) this.#destroy(unexpected);
+    else if (dec.error !== undefined) this.#destroy(new ProtocolError(dec.error));
+    else if (this.#overCap(0)) this.#flood(later + dec.heldFds);
   }
 
   /** Hands buffered messages to waiting receivers, iterators and 'message'
@@ -904,16 +1044,25 @@ export class UnixSocket extends EventEmitter {
   /**
    * A fatal error: stop reading and writing, hand out the messages that
    * arrived before it, then the error itself, then close. With no consumer
-   * at all the error is emitted at once.
+   * at all the error is emitted at once. fds that arrived after the error
+   * are closed at once.
    */
   #destroy(err: Error): void {
     if (this.#closed || this.#failed) return;
     this.#failed = true;
+    // A peer that broke the protocol (or a limit) is cut off now: it sees
+    // EOF and its writes fail, even while our consumer has yet to get round
+    // to the messages before the error.
+    if (err instanceof ProtocolError) native.shutdown(this.#fd, K.SHUT_RDWR);
     const consumers = this.#waiters.length + this.#iterators + this.listenerCount('message');
     // Queue the error before failing the writes: with the inbox empty,
     // #failWrites() would end the socket as if at a clean EOF.
     if (consumers > 0) this.#inbox.push(err);
     this.#eof = true;
+    // fds held for frames that will never complete are closed now, not when
+    // the consumer gets round to the error.
+    const held = this.#decoder?.takeHeldFds() ?? [];
+    if (held.length) native.closeMany(Int32Array.from(held), 0, held.length);
     this.#failWrites(err);
     if (consumers === 0) {
       process.nextTick(() => this.emit('error', err));
@@ -974,6 +1123,12 @@ function credentialsOf(c: OutgoingMessage['credentials']): Credentials | null {
     return { pid: c.pid, uid: c.uid, gid: c.gid };
   }
   throw invalidArg('credentials must be true or { pid, uid, gid } of non-negative integers');
+}
+
+function intInRange(v: number | undefined, name: string, min: number, max: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+  return v;
 }
 
 function positiveInt(v: number | undefined, name: string, dflt: number): number {

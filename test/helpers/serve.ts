@@ -4,7 +4,8 @@
  * socket and pid from stderr), follow its JSON lifecycle events, query its
  * status, make HTTP/HTTPS requests over new connections (agent: false) or
  * over one held keep-alive connection, run client loops, find which process
- * owns a TCP socket (ss, and /proc), and stop it.
+ * owns a TCP socket (ss, and /proc), account for the fds of the primary and
+ * of every worker, and stop it.
  *
  * Every process started here is registered with an owner (a Scope) that
  * kills it, its workers included, when the test ends.
@@ -19,7 +20,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { queryStatus } from '../../src/serve/control';
 import type { Status } from '../../src/serve/primary';
-import { FIXTURES, type Deferrer } from './fds';
+import { FIXTURES, openFds, type Deferrer } from './fds';
 
 export const ROOT = path.resolve(FIXTURES, '..', '..');
 export const CLI = path.join(ROOT, 'bin', 'fdpass.js');
@@ -264,6 +265,66 @@ export class ServeProcess {
     return childrenOf(this.pid);
   }
 
+  /** The fd tables of the primary and of each worker, now. */
+  async treeFds(): Promise<TreeFds> {
+    const st = await this.status();
+    return this.#snapshot(st);
+  }
+
+  #snapshot(st: Status): TreeFds {
+    const workers = new Map<number, Map<number, string>>();
+    for (const w of st.workers) {
+      if (w.pid === undefined || w.state === 'dead') continue;
+      try {
+        workers.set(w.pid, openFds(w.pid));
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return { primary: openFds(this.pid), workers };
+  }
+
+  /**
+   * Waits until the server is idle (no connection in flight, waiting or
+   * live in a worker; every worker ready, none draining) and its fd tables
+   * hold still, and returns them: the baseline for expectNoFdLeak(). Take it
+   * after a few requests, so that what the runtime opens lazily is open.
+   */
+  async idleFds(timeout = 10_000): Promise<TreeFds> {
+    const deadline = Date.now() + timeout;
+    const st = await this.waitStatus(isIdle, timeout, 'idle (nothing in flight, no live connection)');
+    // No more status queries from here: each is a connection of its own.
+    let last = this.#snapshot(st);
+    for (;;) {
+      await sleep(20);
+      const now = this.#snapshot(st);
+      if (sameTree(last, now)) return now;
+      if (Date.now() > deadline) assert.fail(`fd tables of fdpass serve did not hold still within ${timeout} ms`);
+      last = now;
+    }
+  }
+
+  /**
+   * Fails unless, once idle, neither the primary nor any worker holds an fd
+   * beyond `before` (idleFds()). fds are compared by kind ('socket',
+   * 'pipe', 'anon_inode:[eventfd]', a path), as multisets: the primary
+   * against its own baseline (a respawned worker's channel is a new socket
+   * of the same kind), each worker against its own, or, for a worker
+   * started since (a respawn, a reload), against a worker of the baseline:
+   * workers start alike. Gives asynchronous closes up to `timeout` ms.
+   */
+  async expectNoFdLeak(before: TreeFds, timeout = 10_000): Promise<TreeFds> {
+    const deadline = Date.now() + timeout;
+    const st = await this.waitStatus(isIdle, timeout, 'idle (nothing in flight, no live connection)');
+    for (;;) {
+      const now = this.#snapshot(st);
+      const leaks = treeLeaks(before, now);
+      if (leaks.length === 0) return now;
+      if (Date.now() > deadline) assert.fail(`fdpass serve leaked fds once idle:\n${leaks.join('\n')}`);
+      await sleep(25);
+    }
+  }
+
   signal(sig: NodeJS.Signals): void {
     this.process.kill(sig);
   }
@@ -289,6 +350,76 @@ export class ServeProcess {
     }
     return this.exited;
   }
+}
+
+// ---- fds of the whole tree -----------------------------------------------------
+
+/** Open fds (fd -> readlink target) of the primary and of each worker (by pid). */
+export interface TreeFds {
+  primary: Map<number, string>;
+  workers: Map<number, Map<number, string>>;
+}
+
+/** Nothing in flight, nothing waiting, no live connection, every worker ready. */
+function isIdle(st: Status): boolean {
+  return st.primary.inflight === 0 && st.primary.waiting === 0 &&
+    st.workers.length > 0 && st.workers.every((w) => w.state === 'ready' && w.live === 0 && w.unacked === 0);
+}
+
+/** 'socket:[123]' -> 'socket', 'pipe:[9]' -> 'pipe'; anything else as it is. */
+export function fdKind(target: string): string {
+  return target.replace(/^(socket|pipe):\[\d+\]$/, '$1');
+}
+
+/** Counts of each kind of fd. */
+export function fdKinds(fds: Map<number, string>): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const t of fds.values()) m.set(fdKind(t), (m.get(fdKind(t)) ?? 0) + 1);
+  return m;
+}
+
+/**
+ * What a Node process opens lazily and keeps for good, not counted as a
+ * leak: libuv opens /dev/null on the first stream it creates (its reserve
+ * fd for accept at EMFILE, uv__stream_init), so a worker has it from its
+ * first connection on (the primary, which spawns with pipes, from the start).
+ */
+export const WORKER_LAZY_FDS: ReadonlyMap<string, number> = new Map([['/dev/null', 1]]);
+
+/** fds of `after` beyond those of `before` (and beyond `lazy`), by kind: ['2 x socket', ...]. */
+export function extraFds(before: Map<number, string>, after: Map<number, string>, lazy?: ReadonlyMap<string, number>): string[] {
+  const b = fdKinds(before);
+  const out: string[] = [];
+  for (const [kind, n] of fdKinds(after)) {
+    const extra = n - (b.get(kind) ?? 0) - (lazy?.get(kind) ?? 0);
+    if (extra > 0) out.push(`${extra} x ${kind}`);
+  }
+  return out;
+}
+
+/** What the primary and each worker of `now` hold beyond `before`, one line each. */
+export function treeLeaks(before: TreeFds, now: TreeFds): string[] {
+  const out: string[] = [];
+  const p = extraFds(before.primary, now.primary);
+  if (p.length) out.push(`  primary: ${p.join(', ')} (${before.primary.size} fds before, ${now.primary.size} now)`);
+  const model = before.workers.values().next().value as Map<number, string> | undefined;
+  for (const [pid, fds] of now.workers) {
+    const base = before.workers.get(pid) ?? model;
+    if (!base) continue;
+    const extra = extraFds(base, fds, WORKER_LAZY_FDS);
+    if (extra.length) out.push(`  worker ${pid}${before.workers.has(pid) ? '' : ' (new)'}: ${extra.join(', ')} (${base.size} fds before, ${fds.size} now)`);
+  }
+  return out;
+}
+
+function sameTree(a: TreeFds, b: TreeFds): boolean {
+  const same = (x: Map<number, string>, y: Map<number, string>) => x.size === y.size && [...x].every(([fd, t]) => y.get(fd) === t);
+  if (!same(a.primary, b.primary) || a.workers.size !== b.workers.size) return false;
+  for (const [pid, fds] of a.workers) {
+    const o = b.workers.get(pid);
+    if (!o || !same(fds, o)) return false;
+  }
+  return true;
 }
 
 /** Starts `fdpass serve ARGS` and waits until it is up; kills it if it does not get there. */
@@ -577,6 +708,236 @@ export class LoadLoop {
     this.#stopped = true;
     await this.done;
   }
+}
+
+// ---- bounded load on new connections, told apart by outcome ---------------------------
+
+/** One request on a new connection, as the client saw it. */
+export interface Attempt {
+  ok: boolean;
+  /** The worker pid in the body (fixture apps and the demo app put it there). */
+  worker?: number;
+  status?: number;
+  /** Why it failed: an errno code ('ECONNRESET', 'ECONNREFUSED'), 'EOF' (closed
+   * before a whole response), 'TIMEOUT', or 'STATUS' (not a 200). */
+  code?: string;
+  /** The client's port: matches the journal of test/fixtures/apps/journal.js. */
+  localPort?: number;
+  /** The TCP handshake completed (the kernel queued the connection). */
+  connected: boolean;
+  /** Response bytes received. */
+  bytes: number;
+  start: number;
+  end: number;
+}
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+
+/**
+ * GET `path` over a new TCP or Unix connection with `Connection: close`,
+ * spoken by hand (no agent, no parser: cheap enough for hundreds of
+ * thousands in a row). Never rejects: the outcome is in the Attempt.
+ */
+export function attempt(l: ServeListener, path = '/', timeout = 10_000): Promise<Attempt> {
+  return new Promise((resolve) => {
+    const a: Attempt = { ok: false, connected: false, bytes: 0, start: Date.now(), end: 0 };
+    const chunks: Buffer[] = [];
+    const s = l.path ? net.connect(l.path) : net.connect(l.port!, l.host!);
+    let settled = false;
+    const finish = (code?: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      a.end = Date.now();
+      const buf = Buffer.concat(chunks);
+      a.bytes = buf.length;
+      if (!code) {
+        const head = buf.subarray(0, Math.max(0, buf.indexOf(CRLF2))).toString('latin1');
+        const status = /^HTTP\/1\.[01] (\d{3})/.exec(head);
+        const len = /\r\ncontent-length: *(\d+)/i.exec(head);
+        const bodyStart = buf.indexOf(CRLF2) + 4;
+        if (!status || !len || bodyStart < 4 || buf.length - bodyStart < Number(len[1])) code = 'EOF';
+        else {
+          a.status = Number(status[1]);
+          const w = /"worker":(\d+)/.exec(buf.toString('utf8', bodyStart));
+          if (w) a.worker = Number(w[1]);
+          if (a.status !== 200) code = 'STATUS';
+        }
+      }
+      a.ok = !code;
+      if (code) a.code = code;
+      s.destroy();
+      resolve(a);
+    };
+    const timer = setTimeout(() => finish('TIMEOUT'), timeout);
+    s.on('connect', () => {
+      a.connected = true;
+      a.localPort = s.localPort;
+      s.write(`GET ${path} HTTP/1.1\r\nHost: fdpass.test\r\nConnection: close\r\n\r\n`);
+    });
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('end', () => finish());
+    s.on('error', (err: NodeJS.ErrnoException) => finish(err.code ?? 'ERROR'));
+    s.on('close', () => finish());
+  });
+}
+
+export interface ConnectionLoadOptions {
+  /** Concurrent client loops. */
+  loops: number;
+  /** Stop after this many attempts in all (default: until stop()). */
+  total?: number;
+  /** The request path, or a function giving one per attempt. */
+  path?: string | (() => string);
+  /** Per-request timeout (ms, default 10 s). */
+  timeout?: number;
+  /** A refused connect ends that loop and is not a failure (the listener closed). */
+  refusedEnds?: boolean;
+  /** Keep the Attempt of every success too (default: only counts). */
+  keepAll?: boolean;
+}
+
+/**
+ * Client loops making one request after another, each on a new connection,
+ * until `total` attempts or stop(). Counts successes per worker and keeps
+ * every failed Attempt, for the caller to explain.
+ */
+export class ConnectionLoad {
+  ok = 0;
+  attempts = 0;
+  refused = 0;
+  readonly failures: Attempt[] = [];
+  readonly successes: Attempt[] = [];
+  readonly byWorker = new Map<number, number>();
+  readonly done: Promise<void>;
+  readonly started = Date.now();
+  #stopped = false;
+
+  constructor(l: ServeListener, o: ConnectionLoadOptions) {
+    const pathOf = typeof o.path === 'function' ? o.path : () => (o.path as string | undefined) ?? '/';
+    const loop = async () => {
+      while (!this.#stopped && (o.total === undefined || this.attempts < o.total)) {
+        this.attempts++;
+        const a = await attempt(l, pathOf(), o.timeout);
+        if (a.ok) {
+          this.ok++;
+          if (a.worker !== undefined) this.byWorker.set(a.worker, (this.byWorker.get(a.worker) ?? 0) + 1);
+          if (o.keepAll) this.successes.push(a);
+        } else if (o.refusedEnds && a.code === 'ECONNREFUSED') {
+          this.refused++;
+          return;
+        } else {
+          this.failures.push(a);
+        }
+      }
+    };
+    this.done = Promise.all(Array.from({ length: o.loops }, loop)).then(() => undefined);
+  }
+
+  async waitOk(n: number, timeout = 10_000): Promise<void> {
+    const deadline = Date.now() + timeout;
+    while (this.ok < n) {
+      if (Date.now() > deadline) assert.fail(`only ${this.ok} of ${n} requests answered within ${timeout} ms`);
+      await sleep(10);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.done;
+  }
+}
+
+/** A line of the journal of test/fixtures/apps/journal.js. */
+export interface JournalEntry {
+  pid: number;
+  port: number;
+  time: number;
+}
+
+export function readJournal(file: string): JournalEntry[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: JournalEntry[] = [];
+  for (const line of text.split('\n')) {
+    const [pid, port, time] = line.split(' ').map(Number);
+    if (pid && port && time) out.push({ pid, port, time });
+  }
+  return out;
+}
+
+/**
+ * Splits failed attempts: `inside` ones had been taken by a worker that was
+ * then killed (the journal has that worker, the client's port, and a time
+ * within the attempt): the request died with the process, as in any server.
+ * Everything else is `lost`: a connection that failed although no killed
+ * worker had taken it.
+ */
+export function explainFailures(failures: Attempt[], journal: JournalEntry[], killed: ReadonlySet<number>): { inside: Attempt[]; lost: Attempt[] } {
+  const byPort = new Map<number, JournalEntry[]>();
+  for (const e of journal) {
+    let list = byPort.get(e.port);
+    if (!list) byPort.set(e.port, (list = []));
+    list.push(e);
+  }
+  const inside: Attempt[] = [];
+  const lost: Attempt[] = [];
+  for (const f of failures) {
+    const hit = f.connected && f.localPort !== undefined &&
+      (byPort.get(f.localPort) ?? []).some((e) => killed.has(e.pid) && e.time >= f.start - 1 && e.time <= f.end + 1);
+    (hit ? inside : lost).push(f);
+  }
+  return { inside, lost };
+}
+
+// ---- chaos -------------------------------------------------------------------------
+
+export interface Kill {
+  pid: number;
+  slot: number;
+  time: number;
+}
+
+/**
+ * kill -9 of a random ready worker every `everyMs`, `kills` times. When no
+ * worker is ready (all replacements still starting, on a slow machine) the
+ * kill waits for one, up to 10 s. Returns what it killed.
+ */
+export async function killWorkers(s: ServeProcess, kills: number, everyMs: number, random: () => number = Math.random): Promise<Kill[]> {
+  const out: Kill[] = [];
+  while (out.length < kills) {
+    const next = Date.now() + everyMs;
+    const st = await s.waitStatus((x) => x.workers.some((w) => w.state === 'ready'), 10_000, 'a ready worker to kill');
+    const ready = st.workers.filter((w) => w.state === 'ready' && w.pid !== undefined);
+    const w = ready[Math.floor(random() * ready.length)]!;
+    try {
+      process.kill(w.pid!, 'SIGKILL');
+      out.push({ pid: w.pid!, slot: w.slot, time: Date.now() });
+    } catch {
+      continue; // exited meanwhile
+    }
+    await sleep(Math.max(0, next - Date.now()));
+  }
+  return out;
+}
+
+// ---- processes: CPU and memory ------------------------------------------------------
+
+/** utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux). */
+export function cpuTicks(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return Number(rest[11]) + Number(rest[12]);
+}
+
+/** Resident set size of a process, in KiB (VmRSS). */
+export function rssKiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : 0;
 }
 
 // ---- who owns a socket ---------------------------------------------------------------

@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { Channel, UnixServer, type ChannelMessage } from '../../src';
+import { Channel, UnixServer, UnixSocket, encodeChannel, decodeChannel, type ChannelMessage } from '../../src';
+import { Kind } from '../../src/channel/codec';
 import { trackFds, tmpDir, FIXTURES, fileId } from '../helpers/fds';
 
 const PEER = path.join(FIXTURES, 'channel-peer.js');
@@ -111,4 +112,53 @@ test('a peer sending garbage on a channel: protocol error, channel closed', asyn
   assert.match((e as Error).message, /channel version|shorter/);
   assert.equal(closed, true);
   assert.equal(b.socket.closed, true);
+});
+
+test('a hostile peer cannot crash a channel: odd error-reply bodies, throwing post handlers, non-UTF-8 types', async (t) => {
+  const scope = await trackFds(t);
+  const [mine, peer] = UnixSocket.pair({ type: 'seqpacket' });
+  const ch = new Channel(mine);
+  scope.defer(() => ch.close());
+  scope.defer(() => peer.close());
+  const errors: Error[] = [];
+  ch.on('error', (e: Error) => errors.push(e));
+  ch.handle('boom', () => {
+    throw Object.assign(new Error('handler failed'), { code: 'EBOOM' });
+  });
+
+  // Error replies whose message and code are not strings (a template string
+  // of { toString: 1 } throws): the request fails with a plain RemoteError.
+  const bodies = [{ message: { toString: 1 }, code: { x: 1 } }, 42, null, ['x'], 'text'];
+  for (const body of bodies) {
+    const pending = ch.request('q');
+    const req = decodeChannel((await peer.receive({ timeout: 5000 })).data);
+    await peer.send(encodeChannel(Kind.ErrorReply, req.id, 'q', body));
+    await assert.rejects(pending, (e: Error & { code: string; remoteCode?: string }) =>
+      e.code === 'FDPASS_ERR_REMOTE' && e.remoteCode === undefined && /failed in the peer: unknown error$/.test(e.message));
+  }
+
+  // A post whose handler throws: reported on the channel, which carries on.
+  await peer.send(encodeChannel(Kind.Post, 0, 'boom', {}));
+  const r = ch.request('still-there');
+  const req = decodeChannel((await peer.receive({ timeout: 5000 })).data);
+  await peer.send(encodeChannel(Kind.Reply, req.id, 'still-there', 'yes'));
+  assert.equal((await r).payload, 'yes');
+  assert.deepEqual(errors.map((e) => (e as Error & { code: string }).code), ['EBOOM']);
+
+  // A handler that throws something String() cannot print: still an error reply.
+  ch.handle('weird', () => {
+    throw Object.create(null);
+  });
+  await peer.send(encodeChannel(Kind.Request, 7, 'weird', {}));
+  const reply = decodeChannel((await peer.receive({ timeout: 5000 })).data);
+  assert.deepEqual([reply.kind, reply.id, reply.body], [Kind.ErrorReply, 7, { message: '[object Object]' }]);
+
+  // A type that is not UTF-8 is a protocol error (its reply could not echo it).
+  const bad = encodeChannel(Kind.Request, 9, 'ab', {});
+  bad[8] = 0xff;
+  const closed = new Promise((res) => ch.once('close', res));
+  await peer.send(bad);
+  await closed;
+  assert.match(errors.at(-1)!.message, /bad channel message: type is not valid UTF-8/);
+  assert.equal((errors.at(-1) as Error & { code: string }).code, 'FDPASS_ERR_PROTOCOL');
 });

@@ -41,6 +41,7 @@ test('round-robin over 4 workers, 10,000 new connections: the busiest gets at mo
   const l = s.listener('http');
   await hammer(l, 100, 16); // warm-up: whatever the primary opens lazily is open now
   const fdsBefore = await settledFds(s);
+  const tree = await s.idleFds();
   const handedBefore = new Map((await s.status()).workers.map((w) => [w.pid!, w.handed]));
 
   const N = 10_000;
@@ -62,6 +63,7 @@ test('round-robin over 4 workers, 10,000 new connections: the busiest gets at mo
   for (const share of shares) assert.ok(share <= LIMIT, `a worker got ${(share * 100).toFixed(2)}% > ${(LIMIT * 100).toFixed(0)}%`);
   for (const w of st.workers) assert.equal(byPid.get(w.pid!), w.handed - (handedBefore.get(w.pid!) ?? 0), 'responses per worker = connections handed to it');
   assert.equal(st.primary.acceptErrors, 0);
+  await s.expectNoFdLeak(tree);
   t.diagnostic(`${N} connections in ${ms} ms (${Math.round(N / (ms / 1000))}/s); shares ${shares.map((x) => (x * 100).toFixed(2) + '%').join(' ')}; primary fds ${fdsBefore.size} -> ${fdsAfter.size}`);
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
@@ -72,6 +74,7 @@ test('least-connections: 200 keep-alive connections opened in bursts stay within
   const dir = tmpDir(scope);
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', String(WORKERS), '--strategy', 'least-connections', '--control', path.join(dir, 'control.sock')], { owner: scope });
   const l = s.listener('http');
+  const tree = await s.idleFds();
   const held: { conn: HttpConnection; worker: number }[] = [];
   scope.defer(() => Promise.all(held.map((h) => h.conn.close())));
 
@@ -113,6 +116,7 @@ test('least-connections: 200 keep-alive connections opened in bursts stay within
   const second = await assertBalanced(200, 'after refill');
   t.diagnostic(`live per worker after 10 bursts: ${first.join(' ')}; closed ${closing.length} on one worker, it took ${refill.get(victim)} of the next ${closing.length}; then ${second.join(' ')}`);
   await Promise.all(held.map((h) => h.conn.close()));
+  await s.expectNoFdLeak(tree);
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
 });
@@ -122,6 +126,7 @@ test('hash: all connections from one client address land on the same worker', as
   const dir = tmpDir(scope);
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', String(WORKERS), '--strategy', 'hash', '--control', path.join(dir, 'control.sock')], { owner: scope });
   const l = s.listener('http');
+  const tree = await s.idleFds();
   const workerOf = new Map<string, number>();
   for (let round = 0; round < 5; round++) {
     await Promise.all(Array.from({ length: 12 }, async (_, i) => {
@@ -136,6 +141,7 @@ test('hash: all connections from one client address land on the same worker', as
   const used = new Set(workerOf.values());
   assert.ok(used.size >= 2, `12 client addresses over ${used.size} worker(s): the hash spreads them`);
   t.diagnostic(`client address -> worker: ${[...workerOf].map(([a, w]) => `${a.split('.')[3]}:${w}`).join(' ')} (${used.size} workers used)`);
+  await s.expectNoFdLeak(tree);
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
 });

@@ -2,19 +2,23 @@
  * fdpass serve, crash safety: the primary keeps its copy of a connection
  * until the worker acknowledges it, so connections handed to a worker that
  * is stopped (SIGSTOP) and then killed (SIGKILL) are not lost: they go to
- * another worker, and the dead one is respawned.
+ * another worker, and the dead one is respawned (at once when killed from
+ * outside, with growing delays when it keeps exiting by itself). Once idle
+ * again, neither the primary nor the workers (the replacement included)
+ * hold an fd more.
  */
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { trackFds, tmpDir } from '../helpers/fds';
-import { startServe, request, alive, tally, sleep, type Reply } from '../helpers/serve';
+import { startServe, request, alive, tally, sleep, APPS, type Reply, type LogEvent } from '../helpers/serve';
 
 test('a stopped then killed worker loses nothing: its unacknowledged connections are answered elsewhere; it is respawned', async (t) => {
   const scope = await trackFds(t);
   const dir = tmpDir(scope);
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--strategy', 'round-robin', '--control', path.join(dir, 'control.sock')], { owner: scope });
   const l = s.listener('http');
+  const tree = await s.idleFds();
   const before = await s.status();
   const [victim, other] = before.workers.map((w) => w.pid!) as [number, number];
   const victimSlot = before.workers.find((w) => w.pid === victim)!.slot;
@@ -74,7 +78,37 @@ test('a stopped then killed worker loses nothing: its unacknowledged connections
   // The replacement takes new connections.
   const more = await Promise.all([request(l), request(l), request(l), request(l)]);
   assert.ok(more.some((r) => r.body.worker === respawned.pid), 'the replacement serves');
+  await s.expectNoFdLeak(tree);
 
+  const r = await s.stop();
+  assert.equal(r.code, 0, r.stderr);
+});
+
+test('respawn policy: a ready worker killed from outside is replaced at once; one that exits by itself is throttled (100, 200, 400 ms)', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '1', '--control', path.join(dir, 'control.sock'), path.join(APPS, 'exit-on-request.js')], { owner: scope });
+  const l = s.listener('http');
+  await request(l);
+  const tree = await s.idleFds();
+
+  const current = async () => (await s.waitStatus((st) => st.workers.length === 1 && st.workers[0]!.state === 'ready', 10_000, 'one ready worker')).workers[0]!.pid!;
+  const crashes: LogEvent[] = [];
+  for (let i = 1; i <= 3; i++) {
+    const pid = await current();
+    await request(l, { path: '/exit?code=3' }).catch(() => {}); // its worker dies answering
+    crashes.push(await s.waitEvent((e) => e.event === 'worker-respawn' && e.pid === pid, 10_000, `respawn after crash ${i}`));
+  }
+  assert.deepEqual(crashes.map((e) => [e.cause, e.code, e.crashes, e.inMs]), [['crashed', 3, 1, 100], ['crashed', 3, 2, 200], ['crashed', 3, 3, 400]]);
+
+  const pid = await current();
+  process.kill(pid, 'SIGKILL');
+  const killed = await s.waitEvent((e) => e.event === 'worker-respawn' && e.pid === pid, 10_000, 'respawn after kill -9');
+  assert.deepEqual([killed.cause, killed.signal, killed.inMs], ['killed', 'SIGKILL', 0]);
+  const replacement = await current();
+  assert.notEqual(replacement, pid);
+  assert.equal((await request(l)).body.worker, replacement);
+  await s.expectNoFdLeak(tree);
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
 });

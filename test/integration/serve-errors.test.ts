@@ -114,6 +114,7 @@ test('a slow client that never finishes its headers is cut off by the worker (he
   const dir = tmpDir(scope);
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '1', '--control', path.join(dir, 'c.sock'), path.join(APPS, 'timeouts.js')], { owner: scope });
   const l = s.listener('http');
+  const tree = await s.idleFds();
   const started = Date.now();
   const answer = await new Promise<string>((resolve, reject) => {
     const c = net.connect(l.port!, '127.0.0.1', () => c.write('GET / HTTP/1.1\r\nHost: x\r\n')); // never ends the headers
@@ -125,6 +126,7 @@ test('a slow client that never finishes its headers is cut off by the worker (he
   });
   assert.match(answer, /^HTTP\/1\.1 408/);
   assert.ok(Date.now() - started < 3000);
+  await s.expectNoFdLeak(tree);
   const ok = await s.stop();
   assert.equal(ok.code, 0, ok.stderr);
 });

@@ -5,11 +5,17 @@
  * (SIGTERM). No request may fail; after a reload new requests go to the
  * new generation and the old workers exit; after SIGTERM every connection
  * that was established is answered, then connecting is refused, and the
- * primary exits 0.
+ * primary exits 0. After a reload, once idle, the primary and the new
+ * workers hold no fd beyond what the first generation held at the start.
+ * Before its listeners close, the primary drops new SYNs (a socket filter),
+ * so that close() resets no connection the kernel completed after the last
+ * accept: such a client is refused a second later instead.
  */
 import * as assert from 'node:assert/strict';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { native, K } from '../../src/native';
 import { trackFds, tmpDir } from '../helpers/fds';
 import { startServe, request, HttpConnection, LoadLoop, alive, tally, sleep, APPS, DEV_CERT, DEV_KEY } from '../helpers/serve';
 
@@ -20,6 +26,7 @@ test('SIGHUP under load: no failed request; new requests go to generation 2; the
   const scope = await trackFds(t);
   const dir = tmpDir(scope);
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'control.sock'), SLOW], { owner: scope });
+  const tree = await s.idleFds();
   const gen1 = (await s.status()).workers.map((w) => w.pid!);
   const load = new LoadLoop(s.listener('http'), LOOPS, { path: '/?ms=20' });
   scope.defer(() => load.stop());
@@ -32,11 +39,14 @@ test('SIGHUP under load: no failed request; new requests go to generation 2; the
   const gen2 = s.events('worker-ready').filter((e) => e.generation === 2).map((e) => e.pid as number);
   assert.equal(gen2.length, 2);
   assert.ok(gen2.every((p) => !gen1.includes(p)), 'new pids');
-  const okAtSwitch = load.ok;
   // The old generation drains (each exits once its requests are done).
   const drained = await s.waitEvents((e) => e.event === 'worker-drained' && gen1.includes(e.pid as number), gen1.length, 10_000, 'old workers drained');
   assert.ok(drained.every((e) => e.redispatched === 0));
-  await load.waitOk(okAtSwitch + 60);
+  // 60 requests that started after the switch (those in flight at it do not count).
+  for (const deadline = Date.now() + 10_000; load.records.filter((r) => r.start > switched).length < 60;) {
+    assert.ok(Date.now() < deadline, 'requests go on after the reload');
+    await new Promise((res) => setTimeout(res, 10));
+  }
   await load.stop();
 
   assert.deepEqual(load.failures.map((e) => e.message), [], 'no request failed during the reload');
@@ -56,6 +66,7 @@ test('SIGHUP under load: no failed request; new requests go to generation 2; the
   assert.equal(st.primary.generation, 2);
   assert.deepEqual(st.workers.map((w) => [w.generation, w.state, w.restarts]), [[2, 'ready', 0], [2, 'ready', 0]]);
   assert.deepEqual(s.childPids().sort(), [...gen2].sort());
+  await s.expectNoFdLeak(tree);
   t.diagnostic(`${load.ok} requests, ${late.length} after the switch; by worker: ${JSON.stringify(Object.fromEntries(tally(load.records.map((r) => r.worker))))}`);
 
   const r = await s.stop();
@@ -132,4 +143,44 @@ test('SIGTERM with keep-alive connections: idle ones are closed at once, a reque
   assert.equal(r.code, 0, r.stderr);
   assert.ok(ms < 2000, `shut down in ${ms} ms (an idle keep-alive connection must not hold it until its keepAliveTimeout, 5 s)`);
   t.diagnostic(`shutdown with 4 keep-alive connections (one busy for 300 ms) took ${ms} ms`);
+});
+
+test('the shutdown filter (native.dropSyns): a new SYN is dropped, a queued connection is still accepted and talks, and after close the dropped client is refused, not reset', async (t) => {
+  const scope = await trackFds(t);
+  const fd = native.socketInet(K.AF_INET);
+  assert.ok(fd >= 0);
+  let open = true;
+  scope.defer(() => open && native.close(fd));
+  assert.equal(native.bindInet(fd, K.AF_INET, '127.0.0.1', 0), 0);
+  assert.equal(native.listen(fd, 16), 0);
+  const port = native.inetName(fd, false, Buffer.alloc(64));
+  const connect = () => {
+    const c = net.connect(port, '127.0.0.1');
+    scope.defer(() => c.destroy());
+    const outcome = new Promise<string>((resolve) => {
+      c.once('connect', () => resolve('connected'));
+      c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    });
+    return { c, outcome };
+  };
+  const queued = connect();
+  assert.equal(await queued.outcome, 'connected');
+
+  assert.equal(native.dropSyns(fd), 0);
+  const late = connect();
+  const early = await Promise.race([late.outcome, sleep(300).then(() => 'pending')]);
+  assert.equal(early, 'pending', 'the SYN of a new connection is dropped: its handshake does not complete');
+
+  const got = new Int32Array(4);
+  assert.equal(native.accept(fd, got), 1, 'the connection queued before the filter is accepted');
+  const server = new net.Socket({ fd: got[0]!, readable: true, writable: true });
+  scope.defer(() => server.destroy());
+  queued.c.write('ping');
+  const data = await new Promise<string>((res) => server.once('data', (d) => res(String(d))));
+  assert.equal(data, 'ping', 'the filter lets an established connection talk');
+  assert.equal(native.accept(fd, got), -11, 'nothing else queued (EAGAIN)');
+
+  native.close(fd);
+  open = false;
+  assert.equal(await late.outcome, 'ECONNREFUSED', 'its SYN, sent again, finds the port closed: refused, not reset');
 });

@@ -41,6 +41,7 @@ test('http, https, [::1] and unix listeners: answered by workers; established so
     '--cert', DEV_CERT, '--key', DEV_KEY, '--workers', '2', '--control', path.join(dir, 'control.sock'),
   ];
   const s = await startServe(args, { owner: scope });
+  const tree = await s.idleFds();
   const status = await s.status();
   const workers = status.workers.map((w) => w.pid!);
   assert.equal(workers.length, 2);
@@ -117,6 +118,7 @@ test('http, https, [::1] and unix listeners: answered by workers; established so
     assert.ok(workers.includes(r.body.worker));
   });
 
+  await s.expectNoFdLeak(tree);
   const result = await s.stop();
   assert.equal(result.code, 0, result.stderr);
   assert.ok(!fs.existsSync(unixPath), 'the unix socket file is removed on shutdown');

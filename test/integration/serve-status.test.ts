@@ -20,6 +20,7 @@ test('fdpass status: text and --json show each worker (pid, state, handed, live,
   const control = path.join(dir, 'control.sock');
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', control], { owner: scope });
   const l = s.listener('http');
+  const tree = await s.idleFds();
   for (let i = 0; i < 5; i++) await request(l);
   const held = await HttpConnection.open(l);
   scope.defer(() => held.close());
@@ -60,6 +61,8 @@ test('fdpass status: text and --json show each worker (pid, state, handed, live,
   assert.deepEqual(rows.map((r) => [r[1], r[3], r[4], r[6], r[8]]),
     st.workers.map((w) => [String(w.pid), 'ready', '3', w.pid === heldBy ? '1' : '0', '0']));
 
+  await held.close();
+  await s.expectNoFdLeak(tree);
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
 });
@@ -69,6 +72,7 @@ test('control socket: mode 0600; a client of another uid gets EACCES, and past t
   const dir = tmpDir(scope, 0o755); // reachable by nobody: only the socket's own mode stands in the way
   const control = path.join(dir, 'control.sock');
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '1', '--control', control], { owner: scope });
+  const tree = await s.idleFds();
   const st = fs.statSync(control);
   assert.ok(st.isSocket());
   assert.equal(st.mode & 0o777, 0o600);
@@ -93,6 +97,7 @@ test('control socket: mode 0600; a client of another uid gets EACCES, and past t
   assert.equal(mine.code, 0, mine.stderr);
   assert.equal((JSON.parse(mine.stdout) as Status).primary.pid, s.pid);
   t.diagnostic(`nobody with mode 0600: ${denied.stderr.trim()}; with mode 0666: ${refused.stderr.trim()}`);
+  await s.expectNoFdLeak(tree); // the refused control connections too
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
 });

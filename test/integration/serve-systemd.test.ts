@@ -34,6 +34,7 @@ test('systemd-socket-activate: two named sockets taken with --listen systemd:NAM
   assert.equal(first.body.listener, `web 127.0.0.1:${webPort}`);
   assert.deepEqual(s.listeners.map((l) => `${l.name} ${l.address}`), [`web 127.0.0.1:${webPort}`, `admin 127.0.0.1:${adminPort}`]);
 
+  const tree = await s.idleFds();
   const workers = (await s.status()).workers.map((w) => w.pid!);
   for (const l of [web, admin, web, admin]) {
     const r = await request(l);
@@ -47,6 +48,7 @@ test('systemd-socket-activate: two named sockets taken with --listen systemd:NAM
     const env = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
     assert.ok(!/(^|\0)LISTEN_(FDS|PID|FDNAMES)=/.test(env), 'workers do not see LISTEN_* (they would misread their own fd 3)');
   }
+  await s.expectNoFdLeak(tree);
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
 });

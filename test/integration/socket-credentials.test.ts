@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { UnixSocket, UnixServer, type Credentials, type SocketType } from '../../src';
-import { trackFds, tmpDir, spawnNode } from '../helpers/fds';
+import { trackFds, tmpDir, spawnNode, openFiles, openFds, fileId } from '../helpers/fds';
 
 const NOBODY = 65534;
 const isRoot = process.getuid!() === 0;
@@ -136,33 +136,67 @@ test('allow-list: a uid that is not allowed is refused before a byte is read, an
   assert.equal((await accepted[0]!.receive({ timeout: 5000 })).text(), 'root here');
 });
 
-test('abstract server: by default only this uid and root may connect', needsRoot, async (t) => {
-  const scope = await trackFds(t);
-  const address = `\0fdpass-test-${process.pid}-${Date.now()}`;
-  const server = await UnixServer.listen(address);
-  scope.defer(() => server.close());
-  server.on('connection', (s: UnixSocket) => s.close());
-  const refused = once(server, 'refused') as Promise<[Credentials]>;
-  const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address })], { uid: NOBODY, gid: NOBODY, owner: scope });
-  const [peer] = await refused;
-  assert.equal(peer.uid, NOBODY);
-  assert.equal((await child.next<{ connected: boolean }>()).connected, true);
-  assert.equal((await child.next<{ closed: { code: string } }>()).closed.code, 'FDPASS_ERR_SOCKET_CLOSED');
-  await child.done();
-});
+for (const type of ['stream', 'seqpacket'] as SocketType[]) {
+  test(`abstract ${type} server: by default only this uid and root may connect; a refused peer gets no fd out and pushes none in`, needsRoot, async (t) => {
+    const scope = await trackFds(t);
+    const dir = tmpDir(scope, 0o755);
+    const secret = openFiles(dir, 1, scope, 'secret');
+    const pushFile = path.join(dir, 'pushed.txt');
+    fs.writeFileSync(pushFile, 'from nobody');
+    fs.chmodSync(pushFile, 0o644);
+    const address = `\0fdpass-test-${process.pid}-${Date.now()}-${type}`;
+    const server = await UnixServer.listen(address, { type });
+    scope.defer(() => server.close());
+    // A server that hands every connection an fd first thing.
+    const conns: UnixSocket[] = [];
+    server.on('connection', (s: UnixSocket) => {
+      conns.push(s);
+      s.send({ data: 'secret', fds: [secret.fds[0]!] }).catch(() => {});
+    });
+    scope.defer(() => conns.forEach((c) => c.close()));
+    const refused = once(server, 'refused') as Promise<[Credentials]>;
+    const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address, type, pushFile, pushCount: 20 })],
+      { uid: NOBODY, gid: NOBODY, owner: scope });
+    const [peer] = await refused;
+    assert.equal(peer.uid, NOBODY);
+    assert.equal((await child.next<{ connected: boolean }>()).connected, true);
+    await child.next(); // how its push went: queued before the refusal, or refused already
+    // The connection closed without a message: no fd came out.
+    assert.equal((await child.next<{ closed: { code: string } }>()).closed.code, 'FDPASS_ERR_SOCKET_CLOSED');
+    await child.done();
+    assert.equal(conns.length, 0);
+    // And none of the 20 fds it pushed was ever installed here.
+    assert.equal([...openFds().values()].filter((p) => p === pushFile).length, 0);
 
-test('a path socket is created 0600: another user gets EACCES from connect', needsRoot, async (t) => {
-  const scope = await trackFds(t);
-  const dir = tmpDir(scope, 0o755);
-  const address = path.join(dir, 's.sock');
-  const server = await UnixServer.listen(address);
-  scope.defer(() => server.close());
-  assert.equal(fs.lstatSync(address).mode & 0o777, 0o600);
-  const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address })], { uid: NOBODY, gid: NOBODY, owner: scope });
-  const r = await child.next<{ error: { code: string; syscall: string; errno: number; message: string } }>();
-  assert.equal(r.error.code, 'EACCES');
-  assert.equal(r.error.syscall, 'connect');
-  assert.equal(r.error.errno, -13);
-  assert.equal(r.error.message, `connect EACCES ${address}`);
-  await child.done();
-});
+    // Our own uid gets in, and gets the fd: the server does hand them out.
+    const c = await UnixSocket.connect(address, { type });
+    scope.defer(() => c.close());
+    const m = await c.receive({ timeout: 5000 });
+    assert.equal(fileId(m.fds[0]!.fd), secret.ids[0]);
+    m.close();
+  });
+}
+
+for (const type of ['stream', 'seqpacket'] as SocketType[]) {
+  test(`a ${type} path socket is created 0600: another user gets EACCES from connect, and the server never sees it`, needsRoot, async (t) => {
+    const scope = await trackFds(t);
+    const dir = tmpDir(scope, 0o755);
+    const address = path.join(dir, 's.sock');
+    const server = await UnixServer.listen(address, { type });
+    scope.defer(() => server.close());
+    let connections = 0;
+    server.on('connection', (s: UnixSocket) => {
+      connections++;
+      s.close();
+    });
+    assert.equal(fs.lstatSync(address).mode & 0o777, 0o600);
+    const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address, type })], { uid: NOBODY, gid: NOBODY, owner: scope });
+    const r = await child.next<{ error: { code: string; syscall: string; errno: number; message: string } }>();
+    assert.equal(r.error.code, 'EACCES');
+    assert.equal(r.error.syscall, 'connect');
+    assert.equal(r.error.errno, -13);
+    assert.equal(r.error.message, `connect EACCES ${address}`);
+    await child.done();
+    assert.equal(connections, 0);
+  });
+}

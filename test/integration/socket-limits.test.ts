@@ -12,7 +12,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { UnixSocket, type SocketType } from '../../src';
+import { UnixSocket, Channel, withFds, type SocketType } from '../../src';
 import { trackFds, tmpDir, spawnNode, openFiles, assertNoFdLeak, fileId } from '../helpers/fds';
 
 // The child starts with about 25 fds (stdio, fd 3, the runtime's own), so a
@@ -49,6 +49,48 @@ for (const type of ['seqpacket', 'stream', 'dgram'] as SocketType[]) {
     assert.equal(r.first.error?.name, 'ControlTruncatedError');
     assert.ok(r.first.error!.received < MANY);
     assert.deepEqual(r.second, { data: 'after', nfds: 1, kinds: ['file'] });
+    assertNoFdLeak(new Map(r.before), new Map(r.after), 'the child');
+    await child.done();
+  });
+}
+
+for (const type of ['seqpacket', 'stream'] as SocketType[]) {
+  test(`Channel over ${type}: a reply with more fds than the requester has room for fails that request (FDPASS_ERR_CONTROL_TRUNCATED); posts and requests likewise; nothing leaks; the channel carries on`, async (t) => {
+    const scope = await trackFds(t);
+    const dir = tmpDir(scope);
+    const files = openFiles(dir, 1, scope);
+    const [mine, theirs] = UnixSocket.pair({ type });
+    const ch = new Channel(mine);
+    scope.defer(() => ch.close());
+    const many = new Array<number>(MANY).fill(files.fds[0]!);
+    ch.handle('many', () => withFds({ ok: true }, many));
+    ch.handle('one', () => withFds({ ok: true }, [files.fds[0]!]));
+    ch.handle('go', async () => {
+      await ch.post('many-post', { n: MANY }, many);
+      try {
+        await ch.request('ask', undefined, { fds: many, timeout: 10_000 });
+        return 'answered';
+      } catch (e) {
+        return (e as { remoteCode?: string }).remoteCode ?? (e as Error).message;
+      }
+    });
+    const child = spawnNode('channel-peer.js', ['ctrunc'], { fds: [theirs.fd], nofile: NOFILE, owner: scope });
+    theirs.close();
+    const r = await child.next<{
+      many: { name?: string; code?: string; received?: number; nfds?: number };
+      one: { nfds: number; kind: string }; go: string; again: number; asked: number;
+      errors: { code: string; received: number }[]; before: [number, string][]; after: [number, string][];
+    }>();
+    assert.equal(r.many.code, 'FDPASS_ERR_CONTROL_TRUNCATED', JSON.stringify(r.many));
+    assert.equal(r.many.name, 'ControlTruncatedError');
+    assert.ok(r.many.received! < MANY);
+    assert.deepEqual(r.one, { nfds: 1, kind: 'file' });
+    // The truncated request was answered with an error at once, not left to time out.
+    assert.equal(r.go, 'FDPASS_ERR_CONTROL_TRUNCATED');
+    assert.equal(r.asked, 0);
+    assert.equal(r.again, 1);
+    // The post and the request were reported in the child; the reply went to its request only.
+    assert.deepEqual(r.errors.map((e) => e.code), ['FDPASS_ERR_CONTROL_TRUNCATED', 'FDPASS_ERR_CONTROL_TRUNCATED']);
     assertNoFdLeak(new Map(r.before), new Map(r.after), 'the child');
     await child.done();
   });
