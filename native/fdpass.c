@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -227,6 +228,13 @@ static napi_value fdp_fd_flags(napi_env env, napi_callback_info info) {
   if (!fdpass_get_i32(env, argv[0], &fd)) THROW_TYPE("fd");
   int r = fcntl(fd, F_GETFD);
   return fdpass_int(env, r < 0 ? -errno : r);
+}
+
+/* nofileLimit() -> the soft RLIMIT_NOFILE (capped at 2^31-1) */
+static napi_value fdp_nofile_limit(napi_env env, napi_callback_info info) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return fdpass_int(env, -errno);
+  return fdpass_int(env, rl.rlim_cur > 0x7fffffff ? 0x7fffffff : (int64_t)rl.rlim_cur);
 }
 
 /* setCloexec(fd, on) -> 0: for inherited fds (systemd's come without it) */
@@ -774,6 +782,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fdFlags", 0, fdp_fd_flags, 0, 0, 0, napi_enumerable, 0},
       {"setBlocking", 0, fdp_set_blocking, 0, 0, 0, napi_enumerable, 0},
       {"setCloexec", 0, fdp_set_cloexec, 0, 0, 0, napi_enumerable, 0},
+      {"nofileLimit", 0, fdp_nofile_limit, 0, 0, 0, napi_enumerable, 0},
       {"sockInfo", 0, fdp_sock_info, 0, 0, 0, napi_enumerable, 0},
       {"peerCred", 0, fdp_peer_cred, 0, 0, 0, napi_enumerable, 0},
       {"setPassCred", 0, fdp_set_pass_cred, 0, 0, 0, napi_enumerable, 0},

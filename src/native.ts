@@ -51,6 +51,7 @@ export interface NativeBinding {
   fdFlags(fd: number): number;
   setBlocking(fd: number, on: boolean): number;
   setCloexec(fd: number, on: boolean): number;
+  nofileLimit(): number;
   sockInfo(fd: number, out: Int32Array): number;
   peerCred(fd: number, out: Int32Array): number;
   setPassCred(fd: number, on: boolean): number;

@@ -47,8 +47,10 @@ export interface SocketOptions {
    * kernel's queue pushes back on the sender (default 1024). */
   highWaterMark?: number;
   /** Received fds buffered (not yet handed to a consumer) before reading
-   * pauses (default 2048; a batch may add up to 253 more). Read-ahead must
-   * not fill this process's fd table: that would truncate what follows.
+   * pauses (default 2048, or a quarter of RLIMIT_NOFILE when that is lower,
+   * but at least one full message; a batch may add up to 253 more).
+   * Read-ahead must not fill this process's fd table: that would truncate
+   * what follows.
    * Pausing is backpressure: the peer waits, nothing is dropped. */
   maxBufferedFds?: number;
   /**
@@ -225,7 +227,7 @@ export class UnixSocket extends EventEmitter {
     this.#maxUnread = options.maxUnreadFds === undefined ? undefined
       : intInRange(options.maxUnreadFds, 'maxUnreadFds', MAX_FDS, 0x7fffffff, MAX_FDS);
     this.#maxFds = positiveInt(options.maxBufferedFds, 'maxBufferedFds',
-      this.#maxUnread === undefined ? 2048 : Math.max(2048, this.#maxUnread + 1));
+      this.#maxUnread === undefined ? defaultBufferedFds() : Math.max(defaultBufferedFds(), this.#maxUnread + 1));
     if (this.#maxUnread !== undefined && this.#maxUnread >= this.#maxFds) {
       throw new RangeError(`maxUnreadFds (${this.#maxUnread}) must be below maxBufferedFds (${this.#maxFds}): reading would pause before the cap is reached`);
     }
@@ -1129,6 +1131,18 @@ function intInRange(v: number | undefined, name: string, min: number, max: numbe
   if (v === undefined) return dflt;
   if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
   return v;
+}
+
+/** 2048, or a quarter of the soft RLIMIT_NOFILE when that is lower (at
+ * least one full message's worth), read once: Node raises the soft limit
+ * to the hard one at start-up, and later changes are rare. */
+let bufferedFdsDefault = 0;
+function defaultBufferedFds(): number {
+  if (bufferedFdsDefault === 0) {
+    const limit = native.nofileLimit();
+    bufferedFdsDefault = limit > 0 ? Math.max(MAX_FDS + 1, Math.min(2048, Math.floor(limit / 4))) : 2048;
+  }
+  return bufferedFdsDefault;
 }
 
 function positiveInt(v: number | undefined, name: string, dflt: number): number {

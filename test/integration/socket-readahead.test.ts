@@ -11,12 +11,21 @@ import { test } from 'node:test';
 import { UnixSocket } from '../../src';
 import { trackFds, FIXTURES } from '../helpers/fds';
 
-for (const type of ['seqpacket', 'stream'] as const) {
-  test(`${type}: a burst of 40 messages of 50 fds into a receiver limited to 300 fds arrives whole`, async (t) => {
+const CASES = [
+  // [socket type, receiver RLIMIT_NOFILE, maxBufferedFds ('0': the default)]
+  ['seqpacket', 300, '100'],
+  ['stream', 300, '100'],
+  // The default follows a low limit: a quarter of 1200 here, not 2048.
+  ['seqpacket', 1200, '0'],
+  ['stream', 1200, '0'],
+] as const;
+
+for (const [type, nofile, cap] of CASES) {
+  test(`${type}: a burst of 40 messages of 50 fds into a receiver limited to ${nofile} fds (maxBufferedFds ${cap === '0' ? 'default' : cap}) arrives whole`, async (t) => {
     const scope = await trackFds(t);
     const [mine, theirs] = UnixSocket.pair({ type });
     scope.defer(() => mine.close());
-    const child = spawn('prlimit', ['--nofile=300:300', '--', process.execPath, path.join(FIXTURES, 'readahead-receiver.js'), '40', '100'],
+    const child = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', process.execPath, path.join(FIXTURES, 'readahead-receiver.js'), '40', cap],
       { stdio: ['ignore', 'pipe', 'inherit', theirs.fd] });
     theirs.close();
     let out = '';
