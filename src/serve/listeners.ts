@@ -12,10 +12,9 @@
  * Port 0 asks the kernel for a free port; the bound port is reported.
  */
 import * as net from 'node:net';
-import * as fs from 'node:fs';
 import { native, K } from '../native';
 import { check, errnoError, invalidArg } from '../errors';
-import { bindPath } from '../socket/server';
+import { bindPath, unlinkIfOurs } from '../socket/server';
 import { encodeAddress } from '../socket/address';
 
 export interface ListenerSpec {
@@ -196,13 +195,7 @@ export function closeListeners(listeners: Listener[]): void {
     if (l.fd < 0) continue;
     native.close(l.fd);
     l.fd = -1;
-    if (l.kind === 'unix' && l.ino != null) {
-      try {
-        if (fs.lstatSync(l.address).ino === l.ino) fs.unlinkSync(l.address);
-      } catch {
-        // gone already
-      }
-    }
+    if (l.kind === 'unix' && l.ino != null) unlinkIfOurs(l.address, l.ino);
   }
 }
 

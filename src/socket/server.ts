@@ -386,7 +386,9 @@ async function removeStale(fd: number, address: string): Promise<void> {
   throw errnoError(EADDRINUSE, 'bind', address);
 }
 
-function unlinkIfOurs(address: string, ino: number): void {
+/** Unlinks a socket file if it is still the one this process bound (same
+ * inode): a successor's socket at the same path is left alone. */
+export function unlinkIfOurs(address: string, ino: number): void {
   try {
     if (fs.lstatSync(address).ino === ino) fs.unlinkSync(address);
   } catch {
