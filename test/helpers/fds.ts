@@ -343,7 +343,7 @@ export function spawnNode(script: string, args: readonly string[] = [], options:
   }
   const proc = spawn(argv[0]!, argv.slice(1), {
     stdio: ['pipe', 'pipe', 'pipe', ...(options.fds ?? [])],
-    env: options.env ?? process.env,
+    env: options.env ?? childEnv(),
   });
   const child = new NodeChild(proc, `child ${path.basename(file)} ${args.join(' ')}`, options.timeout ?? 20_000);
   register(options.owner, () => child.kill());
@@ -388,4 +388,16 @@ export function openFiles(dir: string, count: number, owner?: Deferrer, tag = 'f
   };
   register(owner, close);
   return { paths, fds, ids: fds.map((fd) => fileId(fd)), close };
+}
+
+/**
+ * The environment for Node children whose fds a test counts. Node (22 and
+ * later) reads NODE_EXTRA_CA_CERTS in the background at start-up, so the CA
+ * file shows up in the child's fd table for a moment: a race in any count,
+ * and no test here needs extra CAs.
+ */
+export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
+  delete env.NODE_EXTRA_CA_CERTS;
+  return env;
 }

@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { queryStatus } from '../../src/serve/control';
 import type { Status } from '../../src/serve/primary';
-import { FIXTURES, openFds, type Deferrer } from './fds';
+import { FIXTURES, openFds, childEnv, type Deferrer } from './fds';
 
 export const ROOT = path.resolve(FIXTURES, '..', '..');
 export const CLI = path.join(ROOT, 'bin', 'fdpass.js');
@@ -103,7 +103,7 @@ export class ServeProcess {
 
   constructor(args: readonly string[], options: ServeOptions = {}) {
     const argv = [...(options.prefix ?? []), process.execPath, CLI, 'serve', ...args];
-    this.process = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+    this.process = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? childEnv() });
     this.pid = this.process.pid!;
     this.#up = new Promise<void>((resolve) => (this.#markUp = resolve));
     this.process.stdout!.setEncoding('utf8').on('data', (s: string) => (this.#stdout += s));

@@ -9,12 +9,12 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import { Channel, UnixServer, UnixSocket, encodeChannel, decodeChannel, type ChannelMessage } from '../../src';
 import { Kind } from '../../src/channel/codec';
-import { trackFds, tmpDir, FIXTURES, fileId } from '../helpers/fds';
+import { trackFds, tmpDir, FIXTURES, fileId, childEnv } from '../helpers/fds';
 
 const PEER = path.join(FIXTURES, 'channel-peer.js');
 
 function spawnPeer() {
-  const { child, channel } = Channel.spawn(process.execPath, [PEER, 'child'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const { child, channel } = Channel.spawn(process.execPath, [PEER, 'child'], { stdio: ['ignore', 'inherit', 'inherit'], env: childEnv() });
   const exited = once(child, 'exit');
   return { child, channel, exited };
 }
