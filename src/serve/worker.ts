@@ -326,7 +326,10 @@ export class Worker extends EventEmitter {
   async drain(timeout: number): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
-    for (const s of this.#servers) s.close();
+    // Not server.close(): these servers never listened, and with Node's
+    // connection tracking on (see #watch) it would run closeIdleConnections(),
+    // which on newer Nodes also destroys connections handed over but not yet
+    // read: those must be answered. #closeIdle() spares them.
     const deadline = Date.now() + timeout;
     for (;;) {
       this.#closeIdle();
