@@ -21,16 +21,10 @@ import * as os from 'node:os';
 import { UnixSocket, Channel, withFds, decodeChannel, type SocketType } from '../src';
 import { Kind } from '../src/channel/codec';
 import { Rng } from '../test/helpers/fuzz';
+import { argOf } from './reliability';
 
 const MAX = 253;
 
-function argOf(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return dflt;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} needs a non-negative integer`);
-  return v;
-}
 
 const fdCount = () => fs.readdirSync('/proc/self/fd').length;
 

@@ -27,17 +27,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { UnixServer, UnixSocket, type SocketOptions } from '../src';
+import { argOf } from './reliability';
 
 const MAX = 253;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function argOf(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return dflt;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} needs a non-negative integer`);
-  return v;
-}
 const argStr = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i < 0 ? undefined : process.argv[i + 1];

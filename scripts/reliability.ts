@@ -23,6 +23,16 @@ export function options<T extends Record<string, number>>(defaults: T, argv = pr
   return out as T;
 }
 
+/** One `--name N` flag among other arguments (roles, strings): its value,
+ * or `dflt` when absent. For scripts whose argv is not flags only. */
+export function argOf(name: string, dflt: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return dflt;
+  const v = Number(process.argv[i + 1]);
+  if (!Number.isInteger(v) || v < 0) throw new Error(`--${name} needs a non-negative integer`);
+  return v;
+}
+
 /** Date, CPU, kernel, Node and load average, for the report. */
 export function machine(): string {
   const cpus = os.cpus();
