@@ -353,7 +353,14 @@ static napi_value fdp_sock_name(napi_env env, napi_callback_info info) {
 
 /* ---- sendmsg ------------------------------------------------------------ */
 
-#define SEND_META 6 /* len, nfds, hasCreds, pid, uid, gid */
+/* One send record (Int32Array, SEND_META ints per message), by field. */
+#define SEND_LEN 0
+#define SEND_NFDS 1
+#define SEND_HAS_CREDS 2
+#define SEND_PID 3
+#define SEND_UID 4
+#define SEND_GID 5
+#define SEND_META 6
 
 /*
  * sendmsgs(fd, data, meta Int32Array, fds Int32Array, count, addr|null,
@@ -401,8 +408,8 @@ static napi_value fdp_sendmsgs(napi_env env, napi_callback_info info) {
   result[1] = 0;
   for (int32_t i = 0; i < count; i++) {
     const int32_t *m = meta + (size_t)i * SEND_META;
-    size_t len = (size_t)m[0], nfds = (size_t)m[1];
-    if (m[0] < 0 || m[1] < 0 || nfds > FDPASS_MAX_FDS || doff + len > dlen ||
+    size_t len = (size_t)m[SEND_LEN], nfds = (size_t)m[SEND_NFDS];
+    if (m[SEND_LEN] < 0 || m[SEND_NFDS] < 0 || nfds > FDPASS_MAX_FDS || doff + len > dlen ||
         foff + nfds > flen)
       THROW_TYPE("meta");
 
@@ -424,9 +431,9 @@ static napi_value fdp_sendmsgs(napi_env env, napi_callback_info info) {
       memcpy(CMSG_DATA(c), fds + foff, sizeof(int) * nfds);
       clen += CMSG_SPACE(sizeof(int) * nfds);
     }
-    if (m[2]) {
+    if (m[SEND_HAS_CREDS]) {
       struct cmsghdr *c = (struct cmsghdr *)(ctl.buf + clen);
-      struct ucred uc = {.pid = m[3], .uid = (uid_t)m[4], .gid = (gid_t)m[5]};
+      struct ucred uc = {.pid = m[SEND_PID], .uid = (uid_t)m[SEND_UID], .gid = (gid_t)m[SEND_GID]};
       c->cmsg_level = SOL_SOCKET;
       c->cmsg_type = SCM_CREDENTIALS;
       c->cmsg_len = CMSG_LEN(sizeof(uc));
@@ -456,8 +463,19 @@ static napi_value fdp_sendmsgs(napi_env env, napi_callback_info info) {
 
 /* ---- recvmsg ------------------------------------------------------------ */
 
-/* Per message: offset, len (true length, may exceed stored), stored, nfds,
- * msg_flags, hasCreds, pid, uid, gid, namelen */
+/* One receive record (Int32Array, RECV_META ints per message), by field:
+ * offset in buf, len (true length, may exceed stored), stored, nfds,
+ * msg_flags, hasCreds, pid, uid, gid, length of the sender's address. */
+#define RECV_OFF 0
+#define RECV_LEN 1
+#define RECV_STORED 2
+#define RECV_NFDS 3
+#define RECV_FLAGS 4
+#define RECV_HAS_CREDS 5
+#define RECV_PID 6
+#define RECV_UID 7
+#define RECV_GID 8
+#define RECV_ADDRLEN 9
 #define RECV_META 10
 #define RECV_ADDR 108 /* sizeof(sun_path) */
 
@@ -489,17 +507,17 @@ static int32_t take_msg(struct msghdr *msg, size_t r, size_t room, size_t boff,
                c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
       struct ucred uc;
       memcpy(&uc, CMSG_DATA(c), sizeof(uc));
-      m[5] = 1;
-      m[6] = uc.pid;
-      m[7] = (int32_t)uc.uid;
-      m[8] = (int32_t)uc.gid;
+      m[RECV_HAS_CREDS] = 1;
+      m[RECV_PID] = uc.pid;
+      m[RECV_UID] = (int32_t)uc.uid;
+      m[RECV_GID] = (int32_t)uc.gid;
     }
   }
-  m[0] = (int32_t)boff;
-  m[1] = (int32_t)r;
-  m[2] = (int32_t)(r < room ? r : room);
-  m[3] = nfds;
-  m[4] = msg->msg_flags;
+  m[RECV_OFF] = (int32_t)boff;
+  m[RECV_LEN] = (int32_t)r;
+  m[RECV_STORED] = (int32_t)(r < room ? r : room);
+  m[RECV_NFDS] = nfds;
+  m[RECV_FLAGS] = msg->msg_flags;
   if (addr) {
     struct sockaddr_un *sa = msg->msg_name;
     size_t pl = msg->msg_namelen > offsetof(struct sockaddr_un, sun_path)
@@ -508,7 +526,7 @@ static int32_t take_msg(struct msghdr *msg, size_t r, size_t room, size_t boff,
     if (pl > RECV_ADDR) pl = RECV_ADDR;
     if (pl > 0 && sa->sun_path[0] != '\0') pl = strnlen(sa->sun_path, pl);
     memcpy(addr, sa->sun_path, pl);
-    m[9] = (int32_t)pl;
+    m[RECV_ADDRLEN] = (int32_t)pl;
   }
   return nfds;
 }
@@ -620,7 +638,7 @@ static napi_value fdp_recvmsgs(napi_env env, napi_callback_info info) {
       status[0] = STOP_EOF;
       break;
     }
-    boff += m[2];
+    boff += m[RECV_STORED];
     n++;
     /* MSG_CTRUNC usually means RLIMIT_NOFILE: the fds this one brought fill
      * the table until the caller closes them, so reading on would truncate
@@ -757,10 +775,19 @@ static napi_value constants(napi_env env) {
       {"SHUT_RDWR", SHUT_RDWR},       {"FD_CLOEXEC", FD_CLOEXEC},
       {"MAX_FDS", FDPASS_MAX_FDS},    {"RECV_META", RECV_META},
       {"RECV_ADDR", RECV_ADDR},       {"SEND_META", SEND_META},
-      {"STOP_EOF", STOP_EOF},         {"RECV_CTL", CTL_SIZE},         {"SUN_PATH_MAX", 108},
+      {"STOP_EOF", STOP_EOF},
+      {"RECV_OFF", RECV_OFF},         {"RECV_LEN", RECV_LEN},
+      {"RECV_STORED", RECV_STORED},   {"RECV_NFDS", RECV_NFDS},
+      {"RECV_FLAGS", RECV_FLAGS},     {"RECV_HAS_CREDS", RECV_HAS_CREDS},
+      {"RECV_PID", RECV_PID},         {"RECV_UID", RECV_UID},
+      {"RECV_GID", RECV_GID},         {"RECV_ADDRLEN", RECV_ADDRLEN},
+      {"SEND_LEN", SEND_LEN},         {"SEND_NFDS", SEND_NFDS},
+      {"SEND_HAS_CREDS", SEND_HAS_CREDS}, {"SEND_PID", SEND_PID},
+      {"SEND_UID", SEND_UID},         {"SEND_GID", SEND_GID},         {"RECV_CTL", CTL_SIZE},         {"SUN_PATH_MAX", 108},
       {"SOL_SOCKET", SOL_SOCKET},     {"SO_REUSEADDR", SO_REUSEADDR},
       {"IPPROTO_IPV6", IPPROTO_IPV6}, {"IPV6_V6ONLY", IPV6_V6ONLY},
       {"IPPROTO_TCP", IPPROTO_TCP},   {"TCP_NODELAY", TCP_NODELAY},
+      {"ETOOMANYREFS", ETOOMANYREFS},
   };
   for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
     napi_set_named_property(env, o, k[i].name, fdpass_int(env, k[i].value));

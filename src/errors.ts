@@ -81,12 +81,32 @@ export class MessageTruncatedError extends FdpassError {
   }
 }
 
-/** The peer broke the framing protocol; the connection is closed. The
- * subclasses below are the peer breaking a limit this side set, with codes
- * of their own; `instanceof ProtocolError` holds for all of them. */
+/**
+ * What exactly a peer did wrong, for programs: stable strings, never renamed
+ * (the message is prose for people and may change).
+ * - framing (docs/protocol.md): 'bad-magic', 'bad-flags', 'too-many-fds'
+ *   (a header claims more than 253), 'too-large' (payload over the limit),
+ *   'fds-missing' (a header claims fds, none came with its first byte),
+ *   'fd-count-mismatch', 'stray-fds' (fds on a byte where no frame starts),
+ *   'held-fds' (too many fds held for incomplete frames), 'eof-mid-frame';
+ * - limits this side set: 'unexpected-fds', 'fd-flood';
+ * - messages above the framing: 'bad-channel-message', 'bad-worker-message'.
+ */
+export type ProtocolReason =
+  | 'bad-magic' | 'bad-flags' | 'too-many-fds' | 'too-large' | 'fds-missing' | 'fd-count-mismatch'
+  | 'stray-fds' | 'held-fds' | 'eof-mid-frame'
+  | 'unexpected-fds' | 'fd-flood'
+  | 'bad-channel-message' | 'bad-worker-message';
+
+/** The peer broke the protocol; the connection is closed. `reason` says how,
+ * for programs. The subclasses below are the peer breaking a limit this side
+ * set, with codes of their own; `instanceof ProtocolError` holds for all of
+ * them. */
 export class ProtocolError extends FdpassError {
-  constructor(message: string, code = 'FDPASS_ERR_PROTOCOL') {
-    super(code, `protocol error: ${message}`);
+  readonly reason: ProtocolReason;
+  constructor(reason: ProtocolReason, message: string, code = 'FDPASS_ERR_PROTOCOL', options?: { cause?: unknown }) {
+    super(code, `protocol error: ${message}`, options);
+    this.reason = reason;
   }
 }
 
@@ -101,7 +121,7 @@ export class UnexpectedFdsError extends ProtocolError {
   readonly received: number;
   readonly limit: number;
   constructor(received: number, limit: number, what: string) {
-    super(`peer sent ${received} fd(s) in one message; ${what} takes ${limit === 0 ? 'none' : `at most ${limit}`}; ` +
+    super('unexpected-fds', `peer sent ${received} fd(s) in one message; ${what} takes ${limit === 0 ? 'none' : `at most ${limit}`}; ` +
       'they were closed', 'FDPASS_ERR_UNEXPECTED_FDS');
     this.received = received;
     this.limit = limit;
@@ -118,7 +138,7 @@ export class FdFloodError extends ProtocolError {
   /** fds closed unread because of the flood. */
   readonly closed: number;
   constructor(limit: number, closed: number) {
-    super(`peer flooded fds: more than maxUnreadFds ${limit} were waiting unread; the ${closed} fd(s) it left unread were closed`,
+    super('fd-flood', `peer flooded fds: more than maxUnreadFds ${limit} were waiting unread; the ${closed} fd(s) it left unread were closed`,
       'FDPASS_ERR_FD_FLOOD');
     this.limit = limit;
     this.closed = closed;
@@ -152,6 +172,51 @@ export class RemoteError extends FdpassError {
 export class ChannelMessageError extends FdpassError {
   constructor(message: string) {
     super('FDPASS_ERR_CHANNEL_MESSAGE', message);
+  }
+}
+
+/** No handler for a request's type on the other side of a channel (the
+ * error reply's code; also thrown locally by Channel.dispatch). */
+export class NoHandlerError extends FdpassError {
+  readonly type: string;
+  constructor(type: string) {
+    super('FDPASS_ERR_NO_HANDLER', `no handler for '${type}'`);
+    this.type = type;
+  }
+}
+
+/** This runtime cannot run fdpass (not Linux, Node.js too old, a runtime
+ * whose Node-API or libuv the addon cannot use). Thrown at load. */
+export class UnsupportedRuntimeError extends FdpassError {
+  constructor(message: string) {
+    super('FDPASS_ERR_UNSUPPORTED_RUNTIME', message);
+  }
+}
+
+/** The native addon could not be loaded (not built, or built for another
+ * platform); `cause` is the loader's error. */
+export class AddonLoadError extends FdpassError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FDPASS_ERR_ADDON_LOAD', message, options);
+  }
+}
+
+/** `fdpass serve`: the configuration cannot work (a TLS listener without a
+ * certificate, say). Nothing was started. */
+export class ServeConfigError extends FdpassError {
+  constructor(code: 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP' | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER',
+    message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+/** A worker of `fdpass serve` did not become ready (it exited, was too
+ * slow, or could not be spawned). */
+export class WorkerStartError extends FdpassError {
+  readonly slot: number;
+  constructor(slot: number, pid: number | undefined, reason: string) {
+    super('FDPASS_ERR_WORKER_START', `worker ${slot} (pid ${pid}) failed to start: ${reason}`);
+    this.slot = slot;
   }
 }
 

@@ -23,6 +23,24 @@ export interface NativeConstants {
   readonly RECV_ADDR: number;
   readonly SEND_META: number;
   readonly STOP_EOF: number;
+  /** Fields of one receive record (RECV_META ints per message in recvmsgs' meta). */
+  readonly RECV_OFF: number;
+  readonly RECV_LEN: number;
+  readonly RECV_STORED: number;
+  readonly RECV_NFDS: number;
+  readonly RECV_FLAGS: number;
+  readonly RECV_HAS_CREDS: number;
+  readonly RECV_PID: number;
+  readonly RECV_UID: number;
+  readonly RECV_GID: number;
+  readonly RECV_ADDRLEN: number;
+  /** Fields of one send record (SEND_META ints per message in sendmsgs' meta). */
+  readonly SEND_LEN: number;
+  readonly SEND_NFDS: number;
+  readonly SEND_HAS_CREDS: number;
+  readonly SEND_PID: number;
+  readonly SEND_UID: number;
+  readonly SEND_GID: number;
   /** Bytes of control-data scratch recvmsgs() needs. */
   readonly RECV_CTL: number;
   readonly SUN_PATH_MAX: number;
@@ -32,6 +50,8 @@ export interface NativeConstants {
   readonly IPV6_V6ONLY: number;
   readonly IPPROTO_TCP: number;
   readonly TCP_NODELAY: number;
+  /** The one errno Node's os.constants.errno lacks. */
+  readonly ETOOMANYREFS: number;
 }
 
 /** An opaque libuv poll watcher. */

@@ -220,7 +220,7 @@ export class Channel extends EventEmitter {
       f = decodeChannel(m.data);
     } catch (err) {
       m.close();
-      this.emit('error', new ProtocolError(`bad channel message: ${(err as Error).message}`));
+      this.emit('error', new ProtocolError('bad-channel-message', `bad channel message: ${(err as Error).message}`));
       this.close();
       return;
     }

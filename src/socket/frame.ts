@@ -18,6 +18,7 @@
  * read range the batch came with; any other placement is a protocol error
  * ("fds attached to the wrong byte"), and so is a count that does not match.
  */
+import type { ProtocolReason } from '../errors';
 
 export const FRAME_MAGIC = 0xfd;
 export const HEADER_SIZE = 8;
@@ -110,6 +111,8 @@ export class FrameDecoder {
   #creds: { start: number; end: number; creds: Credentials }[] = [];
   /** Set once the peer broke the protocol; the decoder takes nothing more. */
   error: string | undefined;
+  /** With `error`: the violation, for ProtocolError.reason. */
+  errorReason: ProtocolReason | undefined;
   /** fds taken off a batch by a frame that then failed: still ours to close. */
   #orphans: number[] = [];
 
@@ -177,21 +180,25 @@ export class FrameDecoder {
     while (buf.length - off >= HEADER_SIZE) {
       const at = this.#base + off;
       if (buf[off] !== FRAME_MAGIC) {
+        this.errorReason = 'bad-magic';
         this.error = `bad magic 0x${buf[off]!.toString(16).padStart(2, '0')} at stream offset ${at} (is the peer speaking raw sendmsg? use raw mode)`;
         break;
       }
       const flags = buf[off + 1]!;
       if (flags & ~KNOWN_FLAGS) {
+        this.errorReason = 'bad-flags';
         this.error = `unknown flags 0x${flags.toString(16)} at stream offset ${at}`;
         break;
       }
       const nfds = buf.readUInt16LE(off + 2);
       const length = buf.readUInt32LE(off + 4);
       if (nfds > MAX_FDS) {
+        this.errorReason = 'too-many-fds';
         this.error = `frame at stream offset ${at} claims ${nfds} fds (max ${MAX_FDS})`;
         break;
       }
       if (length > this.#maxPayload) {
+        this.errorReason = 'too-large';
         this.error = `frame at stream offset ${at} has a ${length}-byte payload (limit ${this.#maxPayload})`;
         break;
       }
@@ -203,10 +210,12 @@ export class FrameDecoder {
         // A frame without fds may precede the fd-bearing one in the same read.
         if (nfds > 0) claimed = batch;
       } else if (nfds > 0) {
+        this.errorReason = 'fds-missing';
         this.error = `frame at stream offset ${at} claims ${nfds} fds but none came with its first byte`;
         break;
       }
       if (claimed && !claimed.truncated && claimed.fds.length !== nfds) {
+        this.errorReason = 'fd-count-mismatch';
         this.error = `frame at stream offset ${at} claims ${nfds} fds but ${claimed.fds.length} came with it`;
         break;
       }
@@ -236,6 +245,7 @@ export class FrameDecoder {
       const next = this.#batches[0];
       if (next && next.end <= frameEnd) {
         for (let i = 0; i < frameFds.length; i++) this.#orphans.push(frameFds[i]!);
+        this.errorReason = 'stray-fds';
         this.error = `${describeBatch(next)} arrived with bytes inside the frame at stream offset ${at}, not with a frame's first byte`;
         break;
       }
@@ -268,12 +278,14 @@ export class FrameDecoder {
   #checkStray(): void {
     for (const b of this.#batches) {
       if (this.#partsLen > 0 && b.start <= this.#base && this.#base < b.end) continue;
+      this.errorReason = 'stray-fds';
       this.error = this.#partsLen > 0 && b.start > this.#base
         ? `${describeBatch(b)} arrived with stream bytes ${b.start}..${b.end}, inside the frame at stream offset ${this.#base}, not with a frame's first byte`
         : `${describeBatch(b)} arrived with stream bytes ${b.start}..${b.end}, where no frame starts`;
       return;
     }
     if (this.#held > this.#maxHeldFds) {
+      this.errorReason = 'held-fds';
       this.error = `peer sent ${this.#held} fds not yet claimed by complete frames (limit ${this.#maxHeldFds})`;
     }
   }

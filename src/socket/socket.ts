@@ -965,7 +965,7 @@ export class UnixSocket extends EventEmitter {
     }
     if (this.#failed) return;
     if (unexpected) this.#destroy(unexpected);
-    else if (dec.error !== undefined) this.#destroy(new ProtocolError(dec.error));
+    else if (dec.error !== undefined) this.#destroy(new ProtocolError(dec.errorReason!, dec.error));
     else if (this.#overCap(0)) this.#flood(later + dec.heldFds);
   }
 
@@ -995,7 +995,7 @@ export class UnixSocket extends EventEmitter {
     const held = this.#decoder?.takeHeldFds() ?? [];
     if (this.#decoder && (this.#decoder.bufferedBytes > 0 || held.length > 0)) {
       if (held.length) native.closeMany(Int32Array.from(held), 0, held.length);
-      this.#inbox.push(new ProtocolError(`peer closed in the middle of a frame (${this.#decoder.bufferedBytes} bytes, ${held.length} fds discarded)`));
+      this.#inbox.push(new ProtocolError('eof-mid-frame', `peer closed in the middle of a frame (${this.#decoder.bufferedBytes} bytes, ${held.length} fds discarded)`));
     }
   }
 
