@@ -37,29 +37,29 @@ struct fdpass_poll {
   char slack[256];
 };
 
-static void unlink_poll(fdpass_poll *p) {
+static void fdpass_unlink_poll(fdpass_poll *p) {
   if (p->prev) p->prev->next = p->next;
   else if (p->inst->head == p) p->inst->head = p->next;
   if (p->next) p->next->prev = p->prev;
   p->prev = p->next = NULL;
 }
 
-static void on_closed(uv_handle_t *h) { free(h->data); }
+static void fdpass_free_poll(uv_handle_t *h) { free(h->data); }
 
-/* Release JS references and start closing. Memory goes in on_closed. */
-static void begin_close(fdpass_poll *p) {
+/* Release JS references and start closing. Memory goes in fdpass_free_poll. */
+static void fdpass_close_watcher(fdpass_poll *p) {
   if (p->closing) return;
   p->closing = 1;
-  unlink_poll(p);
+  fdpass_unlink_poll(p);
   uv_poll_stop(&p->handle);
   if (p->callback) napi_delete_reference(p->env, p->callback);
   if (p->ctx) napi_async_destroy(p->env, p->ctx);
   p->callback = NULL;
   p->ctx = NULL;
-  uv_close((uv_handle_t *)&p->handle, on_closed);
+  uv_close((uv_handle_t *)&p->handle, fdpass_free_poll);
 }
 
-static void on_poll(uv_poll_t *h, int status, int events) {
+static void fdpass_dispatch_poll(uv_poll_t *h, int status, int events) {
   fdpass_poll *p = h->data;
   if (p->closing) return;
   napi_env env = p->env;
@@ -79,14 +79,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
-static int get_poll(napi_env env, napi_value v, fdpass_poll **out) {
+static int fdpass_get_poll(napi_env env, napi_value v, fdpass_poll **out) {
   void *data = NULL;
   if (napi_get_value_external(env, v, &data) != napi_ok || !data) return 0;
   *out = data;
   return 1;
 }
 
-static napi_value poll_open(napi_env env, napi_callback_info info) {
+napi_value fdpass_open_poll(napi_env env, napi_callback_info info) {
   FDPASS_ARGS(2);
   int32_t fd;
   napi_valuetype t;
@@ -103,14 +103,14 @@ static napi_value poll_open(napi_env env, napi_callback_info info) {
   uv_loop_t *loop = NULL;
   napi_get_instance_data(env, (void **)&inst);
   if (!inst || napi_get_uv_event_loop(env, &loop) != napi_ok)
-    return fdpass_int(env, -EINVAL);
+    return fdpass_create_int(env, -EINVAL);
 
   fdpass_poll *p = calloc(1, sizeof(*p));
-  if (!p) return fdpass_int(env, -ENOMEM);
+  if (!p) return fdpass_create_int(env, -ENOMEM);
   int r = uv_poll_init(loop, &p->handle, fd);
   if (r < 0) {
     free(p); /* never initialised as a handle: plain free */
-    return fdpass_int(env, r);
+    return fdpass_create_int(env, r);
   }
   p->handle.data = p;
   p->env = env;
@@ -119,8 +119,8 @@ static napi_value poll_open(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "fdpass:poll", NAPI_AUTO_LENGTH, &name);
   if (napi_create_reference(env, argv[1], 1, &p->callback) != napi_ok ||
       napi_async_init(env, NULL, name, &p->ctx) != napi_ok) {
-    begin_close(p);
-    return fdpass_int(env, -ENOMEM);
+    fdpass_close_watcher(p);
+    return fdpass_create_int(env, -ENOMEM);
   }
   p->next = inst->head;
   if (inst->head) inst->head->prev = p;
@@ -131,25 +131,25 @@ static napi_value poll_open(napi_env env, napi_callback_info info) {
   return ext;
 }
 
-static napi_value poll_set(napi_env env, napi_callback_info info) {
+napi_value fdpass_set_poll(napi_env env, napi_callback_info info) {
   FDPASS_ARGS(2);
   fdpass_poll *p;
   int32_t events;
-  if (!get_poll(env, argv[0], &p) || !fdpass_get_i32(env, argv[1], &events)) {
+  if (!fdpass_get_poll(env, argv[0], &p) || !fdpass_get_i32(env, argv[1], &events)) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "pollSet");
     return NULL;
   }
-  if (p->closing) return fdpass_int(env, -EBADF);
+  if (p->closing) return fdpass_create_int(env, -EBADF);
   int ev = (events & 1 ? UV_READABLE : 0) | (events & 2 ? UV_WRITABLE : 0);
-  int r = ev ? uv_poll_start(&p->handle, ev, on_poll) : uv_poll_stop(&p->handle);
-  return fdpass_int(env, r);
+  int r = ev ? uv_poll_start(&p->handle, ev, fdpass_dispatch_poll) : uv_poll_stop(&p->handle);
+  return fdpass_create_int(env, r);
 }
 
-static napi_value poll_ref(napi_env env, napi_callback_info info) {
+napi_value fdpass_ref_poll(napi_env env, napi_callback_info info) {
   FDPASS_ARGS(2);
   fdpass_poll *p;
   bool on;
-  if (!get_poll(env, argv[0], &p) || napi_get_value_bool(env, argv[1], &on)) {
+  if (!fdpass_get_poll(env, argv[0], &p) || napi_get_value_bool(env, argv[1], &on)) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "pollRef");
     return NULL;
   }
@@ -160,40 +160,32 @@ static napi_value poll_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value poll_close(napi_env env, napi_callback_info info) {
+napi_value fdpass_close_poll(napi_env env, napi_callback_info info) {
   FDPASS_ARGS(1);
   fdpass_poll *p;
-  if (!get_poll(env, argv[0], &p)) {
+  if (!fdpass_get_poll(env, argv[0], &p)) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "pollClose");
     return NULL;
   }
-  begin_close(p);
+  fdpass_close_watcher(p);
   return NULL;
 }
 
 /* Environment teardown (process exit, worker termination). */
-static void cleanup(void *arg) {
+static void fdpass_close_all_polls(void *arg) {
   fdpass_instance *inst = arg;
-  while (inst->head) begin_close(inst->head);
+  while (inst->head) fdpass_close_watcher(inst->head);
 }
 
-static void free_instance(napi_env env, void *data, void *hint) { free(data); }
+static void fdpass_free_instance(napi_env env, void *data, void *hint) { free(data); }
 
-napi_status fdpass_poll_init(napi_env env, napi_value exports) {
+napi_status fdpass_init_poll(napi_env env) {
   fdpass_instance *inst = calloc(1, sizeof(*inst));
   if (!inst) return napi_generic_failure;
-  napi_status s = napi_set_instance_data(env, inst, free_instance, NULL);
+  napi_status s = napi_set_instance_data(env, inst, fdpass_free_instance, NULL);
   if (s != napi_ok) {
     free(inst);
     return s;
   }
-  s = napi_add_env_cleanup_hook(env, cleanup, inst);
-  if (s != napi_ok) return s;
-  napi_property_descriptor d[] = {
-      {"pollOpen", 0, poll_open, 0, 0, 0, napi_enumerable, 0},
-      {"pollSet", 0, poll_set, 0, 0, 0, napi_enumerable, 0},
-      {"pollRef", 0, poll_ref, 0, 0, 0, napi_enumerable, 0},
-      {"pollClose", 0, poll_close, 0, 0, 0, napi_enumerable, 0},
-  };
-  return napi_define_properties(env, exports, sizeof(d) / sizeof(d[0]), d);
+  return napi_add_env_cleanup_hook(env, fdpass_close_all_polls, inst);
 }
