@@ -54,7 +54,15 @@ export interface NativeConstants {
   readonly ETOOMANYREFS: number;
 }
 
-/** An opaque libuv poll watcher. */
+/**
+ * A libuv poll watcher, as JavaScript holds it: an opaque handle that stays
+ * valid after the watcher closed (native/poll.c). Once closed, by pollClose()
+ * or by the environment's teardown, pollSet() returns -EBADF and pollRef()
+ * and pollClose() do nothing; so closing twice, or from inside the watcher's
+ * own callback, is safe. Until it is closed a watcher holds its callback
+ * strongly and keeps running even if the handle is dropped: close it, never
+ * leave it to the garbage collector.
+ */
 export type PollHandle = { readonly __brand: 'PollHandle' };
 
 export interface NativeBinding {
@@ -87,9 +95,13 @@ export interface NativeBinding {
   inetName(fd: number, peer: boolean, out: Uint8Array): number;
   /** A socket filter on a TCP listener that drops new connections' SYNs. */
   dropSyns(fd: number): number;
+  /** Watches fd (not yet armed: see pollSet); cb gets 1/2 bits, or a -errno. */
   pollOpen(fd: number, cb: (events: number) => void): PollHandle | number;
+  /** 1 readable, 2 writable, 0 stop; -EBADF once the watcher closed. */
   pollSet(h: PollHandle, events: number): number;
+  /** Whether the watcher keeps the event loop alive; nothing once closed. */
   pollRef(h: PollHandle, on: boolean): void;
+  /** Stops and releases the watcher; nothing once closed. */
   pollClose(h: PollHandle): void;
   readonly constants: NativeConstants;
 }
