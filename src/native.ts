@@ -1,9 +1,12 @@
 /**
  * Loads the addon and describes exactly what it exports. Every function
  * returns a number >= 0 or a negative errno (see native/fdpass.h); turning
- * those into errors is the caller's job (errors.ts).
+ * those into errors is the caller's job (errors.ts). A runtime the addon
+ * cannot serve is refused here, at load, with UnsupportedRuntimeError; an
+ * addon that will not load is an AddonLoadError whose `cause` is require()'s.
  */
 import * as path from 'node:path';
+import { AddonLoadError, UnsupportedRuntimeError } from './errors';
 
 export interface NativeConstants {
   readonly SOCK_STREAM: number;
@@ -106,28 +109,23 @@ export interface NativeBinding {
   readonly constants: NativeConstants;
 }
 
-function unsupported(message: string): Error {
-  return Object.assign(new Error(message), { code: 'FDPASS_ERR_UNSUPPORTED_RUNTIME' });
-}
-
 function load(): NativeBinding {
   if (process.platform !== 'linux') {
-    throw unsupported(`fdpass supports Linux only (this is ${process.platform})`);
+    throw new UnsupportedRuntimeError(`fdpass supports Linux only (this is ${process.platform})`);
   }
   const major = Number(process.versions.node.split('.')[0]);
   if (major < 20) {
-    throw unsupported(`fdpass needs Node.js >= 20 (this is ${process.version})`);
+    throw new UnsupportedRuntimeError(`fdpass needs Node.js >= 20 (this is ${process.version})`);
   }
   const file = path.join(__dirname, '..', '..', 'build', 'Release', 'fdpass.node');
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require(file) as NativeBinding;
   } catch (err) {
-    const e = new Error(
-      `fdpass: cannot load the native addon ${file}: ${(err as Error).message}. ` +
-      'It is built by `npm ci` (node-gyp, needs g++, make and python3).');
-    (e as Error & { cause: unknown }).cause = err;
-    throw e;
+    // No "fdpass: " prefix: the CLI puts it in front of every message.
+    throw new AddonLoadError(
+      `cannot load the native addon ${file}: ${(err as Error).message}. ` +
+      'It is built by `npm ci` (node-gyp, needs g++, make and python3).', { cause: err });
   }
 }
 
