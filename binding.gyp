@@ -2,9 +2,17 @@
   "targets": [
     {
       "target_name": "fdpass",
-      "sources": ["native/fdpass.c", "native/poll.c"],
+      "sources": [
+        "native/addon.c",
+        "native/args.c",
+        "native/unix.c",
+        "native/cmsg.c",
+        "native/msgio.c",
+        "native/inet.c",
+        "native/poll.c"
+      ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
-      "defines": ["NAPI_VERSION=8"]
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     }
   ]
 }

@@ -1,9 +1,12 @@
 /**
  * Loads the addon and describes exactly what it exports. Every function
  * returns a number >= 0 or a negative errno (see native/fdpass.h); turning
- * those into errors is the caller's job (errors.ts).
+ * those into errors is the caller's job (errors.ts). A runtime the addon
+ * cannot serve is refused here, at load, with UnsupportedRuntimeError; an
+ * addon that will not load is an AddonLoadError whose `cause` is require()'s.
  */
 import * as path from 'node:path';
+import { AddonLoadError, UnsupportedRuntimeError } from './errors';
 
 export interface NativeConstants {
   readonly SOCK_STREAM: number;
@@ -54,7 +57,15 @@ export interface NativeConstants {
   readonly ETOOMANYREFS: number;
 }
 
-/** An opaque libuv poll watcher. */
+/**
+ * A libuv poll watcher, as JavaScript holds it: an opaque handle that stays
+ * valid after the watcher closed (native/poll.c). Once closed, by pollClose()
+ * or by the environment's teardown, pollSet() returns -EBADF and pollRef()
+ * and pollClose() do nothing; so closing twice, or from inside the watcher's
+ * own callback, is safe. Until it is closed a watcher holds its callback
+ * strongly and keeps running even if the handle is dropped: close it, never
+ * leave it to the garbage collector.
+ */
 export type PollHandle = { readonly __brand: 'PollHandle' };
 
 export interface NativeBinding {
@@ -87,35 +98,34 @@ export interface NativeBinding {
   inetName(fd: number, peer: boolean, out: Uint8Array): number;
   /** A socket filter on a TCP listener that drops new connections' SYNs. */
   dropSyns(fd: number): number;
+  /** Watches fd (not yet armed: see pollSet); cb gets 1/2 bits, or a -errno. */
   pollOpen(fd: number, cb: (events: number) => void): PollHandle | number;
+  /** 1 readable, 2 writable, 0 stop; -EBADF once the watcher closed. */
   pollSet(h: PollHandle, events: number): number;
+  /** Whether the watcher keeps the event loop alive; nothing once closed. */
   pollRef(h: PollHandle, on: boolean): void;
+  /** Stops and releases the watcher; nothing once closed. */
   pollClose(h: PollHandle): void;
   readonly constants: NativeConstants;
 }
 
-function unsupported(message: string): Error {
-  return Object.assign(new Error(message), { code: 'FDPASS_ERR_UNSUPPORTED_RUNTIME' });
-}
-
 function load(): NativeBinding {
   if (process.platform !== 'linux') {
-    throw unsupported(`fdpass supports Linux only (this is ${process.platform})`);
+    throw new UnsupportedRuntimeError(`fdpass supports Linux only (this is ${process.platform})`);
   }
   const major = Number(process.versions.node.split('.')[0]);
   if (major < 20) {
-    throw unsupported(`fdpass needs Node.js >= 20 (this is ${process.version})`);
+    throw new UnsupportedRuntimeError(`fdpass needs Node.js >= 20 (this is ${process.version})`);
   }
   const file = path.join(__dirname, '..', '..', 'build', 'Release', 'fdpass.node');
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require(file) as NativeBinding;
   } catch (err) {
-    const e = new Error(
-      `fdpass: cannot load the native addon ${file}: ${(err as Error).message}. ` +
-      'It is built by `npm ci` (node-gyp, needs g++, make and python3).');
-    (e as Error & { cause: unknown }).cause = err;
-    throw e;
+    // No "fdpass: " prefix: the CLI puts it in front of every message.
+    throw new AddonLoadError(
+      `cannot load the native addon ${file}: ${(err as Error).message}. ` +
+      'It is built by `npm ci` (node-gyp, needs g++, make and python3).', { cause: err });
   }
 }
 
