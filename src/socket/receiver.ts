@@ -43,23 +43,18 @@ const RBUF = Buffer.allocUnsafe(MAX_PACKET);
 const RMETA = new Int32Array(RECV_BATCH * K.RECV_META);
 const RFDS = new Int32Array(32 * (MAX_FDS + 1));
 const RADDR = Buffer.allocUnsafe(RECV_BATCH * K.RECV_ADDR);
-/** [0]: why the batch stopped (K.STOP_EOF...); [1]: an error met after the
- * batch's first message (it is reported after the messages). */
+/** Why the batch stopped, and an error met after its first message (to be
+ * reported after the messages): RSTATUS[STATUS_STOP], RSTATUS[STATUS_ERROR]. */
 const RSTATUS = new Int32Array(2);
+const STATUS_STOP = 0;
+const STATUS_ERROR = 1;
 const RCTL = Buffer.alloc(K.RECV_CTL); // its own (aligned) ArrayBuffer: larger than the pool
 
 // The fields of one receive record (K.RECV_META ints per message).
-const META = K.RECV_META;
-const OFF = K.RECV_OFF;
-const LEN = K.RECV_LEN;
-const STORED = K.RECV_STORED;
-const NFDS = K.RECV_NFDS;
-const FLAGS = K.RECV_FLAGS;
-const HAS_CREDS = K.RECV_HAS_CREDS;
-const PID = K.RECV_PID;
-const UID = K.RECV_UID;
-const GID = K.RECV_GID;
-const ADDRLEN = K.RECV_ADDRLEN;
+const {
+  RECV_META: META, RECV_OFF: OFF, RECV_LEN: LEN, RECV_STORED: STORED, RECV_NFDS: NFDS, RECV_FLAGS: FLAGS,
+  RECV_HAS_CREDS: HAS_CREDS, RECV_PID: PID, RECV_UID: UID, RECV_GID: GID, RECV_ADDRLEN: ADDRLEN,
+} = K;
 
 /** Batches read per readiness event at most, so that one busy socket does
  * not starve the event loop. */
@@ -157,8 +152,8 @@ export class Receiver {
         this.#owner.fail(errnoError(n, 'recvmsg'));
         return;
       }
-      const stop = RSTATUS[0]!;
-      const lateErr = RSTATUS[1]!;
+      const stop = RSTATUS[STATUS_STOP]!;
+      const lateErr = RSTATUS[STATUS_ERROR]!;
       this.#takeBatch(n);
       if (this.#stopped) break;
       if (stop === K.STOP_EOF) {

@@ -55,17 +55,16 @@ const SEND_INLINE = 64 * 1024;
 const SBUF = Buffer.allocUnsafe(256 * 1024);
 const SMETA = new Int32Array(SEND_BATCH * K.SEND_META);
 const SFDS = new Int32Array(SEND_BATCH * MAX_FDS);
-/** [0]: messages the kernel took whole; [1]: bytes it took of the next. */
+/** What the kernel took of a batch: SRESULT[SENT] messages whole, then
+ * SRESULT[PARTIAL] bytes of the next one. */
 const SRESULT = new Int32Array(2);
+const SENT = 0;
+const PARTIAL = 1;
 
 // The fields of one send record (K.SEND_META ints per message).
-const META = K.SEND_META;
-const LEN = K.SEND_LEN;
-const NFDS = K.SEND_NFDS;
-const HAS_CREDS = K.SEND_HAS_CREDS;
-const PID = K.SEND_PID;
-const UID = K.SEND_UID;
-const GID = K.SEND_GID;
+const {
+  SEND_META: META, SEND_LEN: LEN, SEND_NFDS: NFDS, SEND_HAS_CREDS: HAS_CREDS, SEND_PID: PID, SEND_UID: UID, SEND_GID: GID,
+} = K;
 
 const RETRY_MIN_MS = 1;
 const RETRY_MAX_MS = 100;
@@ -164,9 +163,9 @@ export class SendQueue {
         return RESOLVED;
       }
       if (bytes === SBUF && isRetryable(r)) bytes = Buffer.from(SBUF.subarray(0, size));
-      if (r === EAGAIN && SRESULT[1]! > 0) {
+      if (r === EAGAIN && SRESULT[PARTIAL]! > 0) {
         // A short stream write: the fds went with the first byte.
-        return this.#enqueue(bytes, SRESULT[1]!, null, null, null);
+        return this.#enqueue(bytes, SRESULT[PARTIAL]!, null, null, null);
       }
       if (!isRetryable(r)) {
         const err = sendError(r, SFDS.subarray(0, nfds), msg.to);
@@ -270,16 +269,16 @@ export class SendQueue {
         data = SBUF.subarray(0, doff);
       }
       const r = native.sendmsgs(this.#fd, data, SMETA, SFDS, count, first.to, SRESULT);
-      const done = SRESULT[0]!;
+      const done = SRESULT[SENT]!;
       for (let i = 0; i < done; i++) settle(q.shift()!, null);
       if (r === 0) {
         this.#retryDelay = RETRY_MIN_MS;
         continue;
       }
       const head = q[0]!;
-      if (SRESULT[1]! > 0) {
+      if (SRESULT[PARTIAL]! > 0) {
         // The head went in part; its fds went with its first byte.
-        head.off += SRESULT[1]!;
+        head.off += SRESULT[PARTIAL]!;
         head.fds = null;
       }
       if (r === EAGAIN) {
