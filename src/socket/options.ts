@@ -71,6 +71,23 @@ export interface SocketOptions {
   maxUnreadFds?: number;
 }
 
+export interface ConnectOptions extends SocketOptions {
+  /** Milliseconds to keep retrying while the listener's backlog is full
+   * (default 10 s); then FDPASS_ERR_TIMEOUT. */
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+export interface DatagramOptions extends Omit<SocketOptions, 'type' | 'raw'> {
+  /** Bind to this address: to receive, and so that receivers see a sender
+   * address. */
+  bind?: string;
+  /** Connect to this address: send() then needs no `to`. */
+  connect?: string;
+  /** File mode of a bound path, default 0o600. */
+  mode?: number;
+}
+
 /** The options of one socket, checked and with defaults filled in. */
 export interface SocketLimits {
   readonly type: SocketType;

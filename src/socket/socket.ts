@@ -31,12 +31,12 @@ import { closeFd } from './fd';
 import type { Credentials } from './frame';
 import { Inbox, type WaitOptions } from './inbox';
 import type { Message } from './message';
-import { resolveOptions, typeName, typeNumber, type SocketOptions, type SocketType } from './options';
+import { resolveOptions, typeName, typeNumber, type SocketOptions, type SocketType, type ConnectOptions, type DatagramOptions } from './options';
 import { PollWatcher, READABLE, WRITABLE } from './poll-watcher';
 import { Receiver } from './receiver';
 import { SendQueue, type OutgoingMessage } from './send-queue';
 
-export type { SocketOptions, SocketType, OutgoingMessage, ErrnoError };
+export type { SocketOptions, SocketType, ConnectOptions, DatagramOptions, OutgoingMessage, ErrnoError };
 export type ReceiveOptions = WaitOptions;
 
 const closeMessage = (m: Message) => m.close();
@@ -83,7 +83,7 @@ export class UnixSocket extends EventEmitter {
       update: () => this.#updatePoll(),
       drained: () => {
         if (this.#closeWhenDrained) this.close();
-        else if (this.#receiver.eof) this.#inbox.finishIfDone();
+        else this.#inbox.finishIfDone();
       },
     });
     this.#watcher = new PollWatcher(fd, (ev) => this.#onReady(ev), (e) => this.#onPollError(e));
@@ -109,7 +109,7 @@ export class UnixSocket extends EventEmitter {
 
   /** Connects to a listening socket (path, or '\0name' for abstract). A full
    * backlog (EAGAIN) is retried until `timeout` ms (default 10 s) pass. */
-  static connect(address: string, options: SocketOptions & { timeout?: number; signal?: AbortSignal } = {}): Promise<UnixSocket> {
+  static connect(address: string, options: ConnectOptions = {}): Promise<UnixSocket> {
     // Bad arguments throw here, synchronously, before any system call.
     const type = typeNumber(options.type);
     const addr = encodeAddress(address);
@@ -117,7 +117,7 @@ export class UnixSocket extends EventEmitter {
     return UnixSocket.#connect(address, type, addr, options);
   }
 
-  static async #connect(address: string, type: number, addr: Buffer, options: SocketOptions & { timeout?: number; signal?: AbortSignal }): Promise<UnixSocket> {
+  static async #connect(address: string, type: number, addr: Buffer, options: ConnectOptions): Promise<UnixSocket> {
     const deadline = Date.now() + (options.timeout ?? 10_000);
     const fd = check(native.socket(type), 'socket');
     try {
@@ -136,11 +136,9 @@ export class UnixSocket extends EventEmitter {
     }
   }
 
-  /** A SOCK_DGRAM socket, bound to `bind` when given (to receive, and so
-   * that receivers see a sender address), connected to `connect` when given
-   * (then send() needs no `to`). If anything fails, the socket file it
-   * bound is removed again. */
-  static datagram(options: Omit<SocketOptions, 'type' | 'raw'> & { bind?: string; connect?: string; mode?: number } = {}): Promise<UnixSocket> {
+  /** A SOCK_DGRAM socket, bound and connected as `options` say. If anything
+   * fails, the socket file it bound is removed again. */
+  static datagram(options: DatagramOptions = {}): Promise<UnixSocket> {
     // Bad arguments throw here, synchronously, before any system call.
     if (options.bind !== undefined) encodeAddress(options.bind);
     if (options.connect !== undefined) encodeAddress(options.connect);
@@ -148,7 +146,7 @@ export class UnixSocket extends EventEmitter {
     return UnixSocket.#datagram(options);
   }
 
-  static async #datagram(options: Omit<SocketOptions, 'type' | 'raw'> & { bind?: string; connect?: string; mode?: number }): Promise<UnixSocket> {
+  static async #datagram(options: DatagramOptions): Promise<UnixSocket> {
     const fd = check(native.socket(K.SOCK_DGRAM), 'socket');
     let ino: number | null = null;
     try {
