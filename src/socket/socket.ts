@@ -56,6 +56,8 @@ export class UnixSocket extends EventEmitter {
   #failed = false;
   /** Every message was handed out after EOF; close once sends are done. */
   #closeWhenDrained = false;
+  /** Reading stays armed to the end of the loop turn after the last
+   * consumer left (#updatePoll); then it is disarmed. */
   #lingerScheduled = false;
   #lingerOver = false;
 
