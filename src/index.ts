@@ -3,9 +3,9 @@
  * sockets (sendmsg(2)/recvmsg(2) with SCM_RIGHTS and SCM_CREDENTIALS, unix(7)).
  */
 export { UnixSocket } from './socket/socket';
-export type { SocketOptions, OutgoingMessage, ReceiveOptions, SocketType } from './socket/socket';
+export type { SocketOptions, OutgoingMessage, ReceiveOptions, ConnectOptions, DatagramOptions, SocketType } from './socket/socket';
 export { UnixServer } from './socket/server';
-export type { ServerOptions, AllowList } from './socket/server';
+export type { ServerOptions, AllowList, AcceptOptions } from './socket/server';
 export { Message } from './socket/message';
 export { Fd, fdNumber, kindOf } from './socket/fd';
 export type { FdLike, FdKind } from './socket/fd';

@@ -15,6 +15,7 @@ import { native } from '../native';
 import { check, errnoError, invalidArg } from '../errors';
 import { EADDRINUSE, ECONNREFUSED } from '../errno';
 import { encodeAddress, isAbstract, displayAddress } from './address';
+import { socketInfo } from './adopt';
 
 export interface ListenOptions {
   /** File mode of a path socket, default 0o600. */
@@ -90,9 +91,7 @@ async function removeStale(fd: number, address: string): Promise<void> {
     return;
   }
   if (!st.isSocket()) throw errnoError(EADDRINUSE, 'bind', address);
-  const info = new Int32Array(3);
-  check(native.sockInfo(fd, info), 'getsockopt');
-  const probe = check(native.socket(info[1]!), 'socket');
+  const probe = check(native.socket(socketInfo(fd).type), 'socket');
   let r: number;
   try {
     r = native.connect(probe, encodeAddress(address));

@@ -11,6 +11,7 @@ import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import { native } from '../native';
 import { errnoError, invalidFd } from '../errors';
+import { fdsFreed } from './acceptor';
 
 export type FdKind = 'file' | 'directory' | 'socket' | 'pipe' | 'char' | 'block' | 'symlink' | 'unknown';
 
@@ -38,7 +39,7 @@ export class Fd {
     const fd = this.#fd;
     if (fd < 0) return;
     this.#fd = -1;
-    native.close(fd);
+    closeFd(fd);
   }
 
   [Symbol.dispose](): void {
@@ -100,6 +101,21 @@ export class Fd {
   toJSON(): { fd: number } {
     return { fd: this.#fd };
   }
+}
+
+/**
+ * Closes an fd that an fdpass owner held (a socket's, an Fd's, a message's)
+ * and tells acceptors starved of fds that one is free (acceptor.ts).
+ */
+export function closeFd(fd: number): void {
+  native.close(fd);
+  fdsFreed();
+}
+
+/** closeFd() for fds[start, start + count), in one native call. */
+export function closeFds(fds: Int32Array, start: number, count: number): void {
+  native.closeMany(fds, start, count);
+  fdsFreed();
 }
 
 export function kindOf(st: fs.Stats): FdKind {

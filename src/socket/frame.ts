@@ -19,6 +19,7 @@
  * ("fds attached to the wrong byte"), and so is a count that does not match.
  */
 import type { ProtocolReason } from '../errors';
+import { copyBytes } from './bytes';
 
 export const FRAME_MAGIC = 0xfd;
 export const HEADER_SIZE = 8;
@@ -227,9 +228,13 @@ export class FrameDecoder {
       // A frame that is most of a fresh concatenation keeps it (no second
       // copy of a large payload); a small one gets its own copy, so that it
       // does not keep a large buffer alive.
-      const payload = owned && 2 * length >= buf.length
-        ? buf.subarray(off + HEADER_SIZE, off + HEADER_SIZE + length)
-        : copyOut(buf, off + HEADER_SIZE, length);
+      const from = off + HEADER_SIZE;
+      let payload: Buffer;
+      if (owned && 2 * length >= buf.length) payload = buf.subarray(from, from + length);
+      else {
+        payload = Buffer.allocUnsafe(length);
+        copyBytes(payload, 0, buf, from, from + length);
+      }
       let frameFds: Int32Array = NO_FDS;
       let truncated = false;
       if (claimed) {
@@ -309,16 +314,4 @@ export class FrameDecoder {
 
 function describeBatch(b: FdBatch): string {
   return `${b.fds.length} fd(s)${b.truncated ? ' (control message truncated)' : ''}`;
-}
-
-/** A copy of buf[start, start + length): a plain loop for small payloads,
- * where Buffer#copy's argument checking costs more than the copy. */
-function copyOut(buf: Buffer, start: number, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
-  if (length <= 64) {
-    for (let i = 0; i < length; i++) out[i] = buf[start + i]!;
-  } else {
-    out.set(buf.subarray(start, start + length));
-  }
-  return out;
 }

@@ -7,8 +7,7 @@
  * numbers; each is a view, so a batch costs two allocations, not two per
  * message. `data` is still the caller's to keep: fdpass never writes to it.
  */
-import { native } from '../native';
-import { Fd } from './fd';
+import { Fd, closeFds } from './fd';
 import type { Credentials } from './frame';
 
 export type { Credentials };
@@ -84,7 +83,7 @@ export class Message {
     if (this.#fds !== undefined) {
       for (const fd of this.#fds) fd.close();
     } else if (this.#nfds > 0) {
-      native.closeMany(this.#raw, this.#fdOff, this.#nfds);
+      closeFds(this.#raw, this.#fdOff, this.#nfds);
       this.#nfds = 0;
     }
   }
