@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import { UnixServer } from '../socket/server';
 import { UnixSocket } from '../socket/socket';
 import { Channel } from '../channel/channel';
-import type { Primary, Status } from './primary';
+import type { Primary } from './primary';
+import type { Status } from './status';
 
 /** $XDG_RUNTIME_DIR/fdpass/control.sock, else <tmpdir>/fdpass-<uid>/control.sock. */
 export function defaultControlPath(): string {

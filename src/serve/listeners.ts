@@ -13,8 +13,9 @@
  */
 import * as net from 'node:net';
 import { native, K } from '../native';
-import { check, errnoError, invalidArg } from '../errors';
-import { bindPath, unlinkIfOurs } from '../socket/server';
+import { check, invalidArg, ServeConfigError } from '../errors';
+import { listenUnix, unlinkIfOurs } from '../socket/bind';
+import { adoptSocket } from '../socket/adopt';
 import { encodeAddress } from '../socket/address';
 
 export interface ListenerSpec {
@@ -96,12 +97,14 @@ export async function openListeners(specs: ListenerSpec[], backlog = 511): Promi
         if (spec.kind === 'systemd') {
           const picked = inherited.filter((f) => !spec.fdName || f.name === spec.fdName);
           if (picked.length === 0) {
-            throw Object.assign(new Error(`--listen systemd${spec.fdName ? ':' + spec.fdName : ''}: no such fd was passed (LISTEN_FDS/LISTEN_FDNAMES)`),
-              { code: 'FDPASS_ERR_NO_SYSTEMD_FDS' });
+            throw new ServeConfigError('FDPASS_ERR_NO_SYSTEMD_FDS',
+              `--listen systemd${spec.fdName ? ':' + spec.fdName : ''}: no such fd was passed (LISTEN_FDS/LISTEN_FDNAMES)`);
           }
           for (const f of picked) {
-            inherited.splice(inherited.indexOf(f), 1);
+            // Ours once described; one that is not a listener stays in
+            // `inherited` and is closed below.
             out.push(describeInherited(f.fd, f.name, spec, out.length));
+            inherited.splice(inherited.indexOf(f), 1);
           }
         } else {
           out.push(await openOne(spec, out.length, backlog));
@@ -121,15 +124,10 @@ export async function openListeners(specs: ListenerSpec[], backlog = 511): Promi
 async function openOne(spec: ListenerSpec, index: number, backlog: number): Promise<Listener> {
   const name = spec.name ?? (spec.tls ? 'https' : 'http');
   if (spec.kind === 'unix') {
-    const fd = check(native.socket(K.SOCK_STREAM), 'socket');
-    try {
-      const ino = await bindPath(fd, spec.path!, 0o600);
-      check(native.listen(fd, backlog), 'listen', spec.path);
-      return { index, name, tls: spec.tls, kind: 'unix', address: spec.path!, fd, inherited: false, ino };
-    } catch (err) {
-      native.close(fd);
-      throw err;
-    }
+    // The one listen sequence (socket/bind.ts): if it fails, no fd and no
+    // socket file are left.
+    const { fd, ino } = await listenUnix(K.SOCK_STREAM, spec.path!, { mode: 0o600, backlog });
+    return { index, name, tls: spec.tls, kind: 'unix', address: spec.path!, fd, inherited: false, ino };
   }
   const v6 = net.isIPv6(spec.host!);
   const family = v6 ? K.AF_INET6 : K.AF_INET;
@@ -174,17 +172,14 @@ function takeSystemdFds(): { fd: number; name: string }[] {
 }
 
 function describeInherited(fd: number, fdName: string, spec: ListenerSpec, index: number): Listener {
-  const info = new Int32Array(3);
-  check(native.sockInfo(fd, info), 'getsockopt');
-  if (!info[2]) throw errnoError(-22, 'listen', `systemd fd ${fd} (${fdName || 'unnamed'}) is not listening`);
-  check(native.setBlocking(fd, false), 'fcntl');
+  const { family } = adoptSocket(fd, { unix: false, listening: true, what: `systemd fd ${fd} (${fdName || 'unnamed'})` });
   const name = spec.name ?? (fdName || (spec.tls ? 'https' : 'http'));
   let address = `systemd fd ${fd}`;
   let port: number | undefined;
-  if (info[0] === K.AF_INET || info[0] === K.AF_INET6) {
+  if (family === K.AF_INET || family === K.AF_INET6) {
     port = native.inetName(fd, false, NAME_BUF);
     const host = NAME_BUF.toString('latin1', 0, NAME_BUF.indexOf(0));
-    address = info[0] === K.AF_INET6 ? `[${host}]:${port}` : `${host}:${port}`;
+    address = family === K.AF_INET6 ? `[${host}]:${port}` : `${host}:${port}`;
   }
   return { index, name, tls: spec.tls, kind: 'systemd', address, port, fd, inherited: true };
 }

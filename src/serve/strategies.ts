@@ -1,0 +1,93 @@
+/**
+ * How the primary of `fdpass serve` picks a worker for a connection: pure
+ * functions of the candidate workers' counters and the connection's key, no
+ * I/O and no state of their own (the round-robin cursor is the caller's:
+ * passed in, and the next one handed back).
+ *
+ * Every strategy skips a worker whose pending hand-offs reached `limit` (a
+ * stopped or overwhelmed worker gets no more until it catches up); when all
+ * are full the answer is -1 and the connection waits.
+ */
+
+export type Strategy = 'round-robin' | 'least-connections' | 'hash';
+export const STRATEGIES: readonly Strategy[] = ['round-robin', 'least-connections', 'hash'];
+
+/** A candidate worker, as the strategies see it. */
+export interface WorkerLoad {
+  /** Connections handed to it and not acknowledged yet, plus those already
+   * picked for it in the batch being built. */
+  pending: number;
+  /** The live connections it last reported. */
+  live: number;
+}
+
+export interface Pick {
+  /** Index into the candidates, or -1 when every one is full (or none). */
+  index: number;
+  /** The round-robin cursor for the next pick. */
+  cursor: number;
+}
+
+/**
+ * Round-robin: the next candidate from `cursor` on that is not full. The
+ * cursor moves past every candidate looked at, so a full worker's turn goes
+ * to the next one rather than being saved up.
+ */
+export function roundRobin(loads: readonly WorkerLoad[], cursor: number, limit: number): Pick {
+  const n = loads.length;
+  for (let i = 0; i < n; i++) {
+    const at = (cursor + i) % n;
+    if (loads[at]!.pending < limit) return { index: at, cursor: (at + 1) % n };
+  }
+  return { index: -1, cursor: n === 0 ? cursor : cursor % n };
+}
+
+/**
+ * Least-connections: the candidate with the fewest live plus pending
+ * connections (pending counts too: a burst handed out before any worker
+ * reports must not all go to the same one). Ties go to the first from
+ * `cursor` on, and the cursor moves by one per pick, so equal workers take
+ * turns.
+ */
+export function leastConnections(loads: readonly WorkerLoad[], cursor: number, limit: number): Pick {
+  const n = loads.length;
+  let best = -1;
+  let bestLoad = Infinity;
+  for (let i = 0; i < n; i++) {
+    const at = (cursor + i) % n;
+    const w = loads[at]!;
+    if (w.pending >= limit) continue;
+    const load = w.live + w.pending;
+    if (load < bestLoad) {
+      best = at;
+      bestLoad = load;
+    }
+  }
+  return { index: best, cursor: n === 0 ? cursor : (cursor + 1) % n };
+}
+
+/**
+ * Hash: sticky by `key` (the client address hash) over the candidates in
+ * their order; a full worker's share goes to the next one. The cursor is
+ * not used and comes back unchanged.
+ */
+export function hashPick(loads: readonly WorkerLoad[], key: number, cursor: number, limit: number): Pick {
+  const n = loads.length;
+  for (let i = 0; i < n; i++) {
+    const at = (key + i) % n;
+    if (loads[at]!.pending < limit) return { index: at, cursor };
+  }
+  return { index: -1, cursor };
+}
+
+/** The strategy's pick for a connection with `key`. */
+export function pickWorker(strategy: Strategy, loads: readonly WorkerLoad[], key: number, cursor: number, limit: number): Pick {
+  switch (strategy) {
+    case 'least-connections':
+      return leastConnections(loads, cursor, limit);
+    case 'hash':
+      return hashPick(loads, key, cursor, limit);
+    default:
+      return roundRobin(loads, cursor, limit);
+  }
+}

@@ -1,0 +1,368 @@
+/**
+ * Supervisor: the worker processes of `fdpass serve`, from spawn to exit.
+ *
+ * - Spawn: a SOCK_SEQPACKET socketpair whose other end becomes the worker's
+ *   fd 3 (our copy of that end is closed right after the spawn: the child
+ *   has its own), with the worker's configuration in its environment. The
+ *   primary's spare fds are given up for the moment of the spawn.
+ * - Readiness: a worker is 'starting' until it says READY; one not ready
+ *   within readyTimeout is killed, and its start fails (WorkerStartError).
+ * - The worker protocol's control side (READY, FAILED, LOAD) is handled
+ *   here; ACK and LOST go to the hooks (the dispatcher's business).
+ * - The end: a worker whose process or channel ends is 'dead' at once (its
+ *   channel closed, the process killed if it lingers) and the hooks hear of
+ *   it (gone) so that its connections go elsewhere; the record is dropped
+ *   when the process has exited, and the slot's worker replaced if the
+ *   hooks say so (respawn policy below).
+ * - Drain (SHUTDOWN, then SIGKILL if it takes too long) and kill.
+ *
+ * Each slot has at most one current worker (of the serving generation);
+ * draining workers of older generations are in `workers` until they exit.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { WorkerStartError } from '../errors';
+import { UnixSocket } from '../socket/socket';
+import type { Message } from '../socket/message';
+import { decodeWorkerMessage, encodeShutdown, encodeStatusQuery, Op } from './protocol';
+import { WORKER_ENV, type WorkerConfig } from './worker';
+import type { Target } from './dispatcher';
+import type { SpareFds } from './spare-fds';
+import { errorCode, type Log } from './log';
+
+export type WorkerState = 'starting' | 'ready' | 'draining' | 'dead';
+
+export interface WorkerRec extends Target {
+  readonly generation: number;
+  readonly child: ChildProcess;
+  state: WorkerState;
+  pid: number | undefined;
+  requests: number;
+  startedAt: number;
+  readyTimer: NodeJS.Timeout | null;
+  killTimer: NodeJS.Timeout | null;
+  /** Why it failed, as the worker said (FAILED) or as we decided. */
+  failure: string | undefined;
+  onReady: ((err?: Error) => void) | null;
+  exited: Promise<void>;
+  /** How it ended ('exit' event): for the crash-loop policy. */
+  exitCode: number | null;
+  exitSignal: NodeJS.Signals | null;
+  /** The primary itself killed it (not ready in time, a protocol error, drained too long). */
+  killedByUs: boolean;
+  wasReady: boolean;
+  loadWaiters: (() => void)[];
+}
+
+interface Slot {
+  restarts: number;
+  crashes: number;
+  current: WorkerRec | null;
+  respawnTimer: NodeJS.Timeout | null;
+}
+
+export interface SupervisorOptions {
+  workers: number;
+  readyTimeout: number;
+  shutdownTimeout: number;
+  /** What every worker is told; its slot and generation are added. */
+  config: Omit<WorkerConfig, 'slot' | 'generation'>;
+  /** Worker entry point; default the built-in worker-main. */
+  workerScript?: string;
+  workerExecArgv?: string[];
+}
+
+export interface SupervisorHooks {
+  /** The generation a respawned worker belongs to. */
+  generation(): number;
+  /** Whether `w`, dead and its slot's current worker, is to be replaced. */
+  replaceable(w: WorkerRec): boolean;
+  ready(w: WorkerRec): void;
+  ack(w: WorkerRec, ids: Uint32Array, live: number): void;
+  lost(w: WorkerRec, batch: number): void;
+  /** `w` is dead and its channel closed: its connections are to go elsewhere. */
+  gone(w: WorkerRec): void;
+  /** `w`'s process has exited; the record is dropped. */
+  exited(w: WorkerRec): void;
+}
+
+/** Signals that end a process from outside (an operator, the OOM killer, a
+ * supervisor): a ready worker ended by one is replaced at once, not throttled. */
+const EXTERNAL_SIGNALS: ReadonlySet<string> = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP']);
+/** A worker that dies younger than this, by itself, crashed. */
+const YOUNG_MS = 5000;
+/** Crashes in a row from which a crash loop is reported. */
+const CRASH_LOOP = 5;
+/** How long past its shutdown timeout a draining worker gets before SIGKILL. */
+const DRAIN_GRACE_MS = 2000;
+
+export class Supervisor {
+  readonly #opts: SupervisorOptions;
+  readonly #spares: SpareFds;
+  readonly #h: SupervisorHooks;
+  readonly #log: Log;
+  readonly #slots: Slot[] = [];
+  readonly #workers = new Set<WorkerRec>();
+  #stopping = false;
+
+  constructor(opts: SupervisorOptions, spares: SpareFds, hooks: SupervisorHooks, log: Log) {
+    this.#opts = opts;
+    this.#spares = spares;
+    this.#h = hooks;
+    this.#log = log;
+    for (let slot = 0; slot < opts.workers; slot++) this.#slots.push({ restarts: 0, crashes: 0, current: null, respawnTimer: null });
+  }
+
+  /** Every worker not yet exited, of any generation and state. */
+  get workers(): ReadonlySet<WorkerRec> {
+    return this.#workers;
+  }
+
+  /** The current worker of each slot that has one, in slot order. */
+  current(): WorkerRec[] {
+    const out: WorkerRec[] = [];
+    for (const s of this.#slots) if (s.current) out.push(s.current);
+    return out;
+  }
+
+  restarts(slot: number): number {
+    return this.#slots[slot]?.restarts ?? 0;
+  }
+
+  /** Makes these workers their slots' current ones again (a reload rolled back). */
+  makeCurrent(workers: WorkerRec[]): void {
+    for (const w of workers) if (this.#slots[w.slot]) this.#slots[w.slot]!.current = w;
+  }
+
+  /** Starts a worker in every slot; resolves when all are ready, rejects
+   * when one cannot start. */
+  startGeneration(generation: number): Promise<void> {
+    const starts: Promise<void>[] = [];
+    for (let slot = 0; slot < this.#slots.length; slot++) starts.push(this.#spawn(slot, generation));
+    return Promise.all(starts).then(() => undefined);
+  }
+
+  /** Starts a worker in `slot`; resolves when it is ready, rejects if it
+   * cannot be started (EMFILE on the socketpair, say) or dies first. */
+  #spawn(slot: number, generation: number): Promise<void> {
+    try {
+      // The spawn needs fds: the spares are given up for it.
+      return this.#spares.lend(() => this.#spawnNow(slot, generation));
+    } catch (err) {
+      this.#log('worker-spawn-failed', { slot, generation, error: errorCode(err) });
+      return Promise.reject(err);
+    }
+  }
+
+  #spawnNow(slot: number, generation: number): Promise<void> {
+    const [mine, theirs] = UnixSocket.pair({ type: 'seqpacket' });
+    const config: WorkerConfig = { ...this.#opts.config, slot, generation };
+    const script = this.#opts.workerScript ?? path.join(__dirname, 'worker-main.js');
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [...(this.#opts.workerExecArgv ?? []), script], {
+        stdio: ['ignore', 'inherit', 'inherit', theirs.fd],
+        env: { ...process.env, [WORKER_ENV]: JSON.stringify(config) },
+      });
+    } catch (err) {
+      mine.close();
+      throw err;
+    } finally {
+      theirs.close();
+    }
+    const w: WorkerRec = {
+      slot, generation, child, sock: mine, state: 'starting', pid: child.pid, inflight: new Map(), batches: 0,
+      handed: 0, acked: 0, live: 0, requests: 0, startedAt: Date.now(),
+      readyTimer: null, killTimer: null, failure: undefined, onReady: null, loadWaiters: [],
+      exitCode: null, exitSignal: null, killedByUs: false, wasReady: false,
+      // A spawn that fails (EMFILE, EAGAIN) emits 'error' and never 'exit'.
+      exited: new Promise((res) => {
+        child.once('exit', (code, signal) => {
+          w.exitCode = code;
+          w.exitSignal = signal;
+          res();
+        });
+        child.once('error', () => child.pid === undefined && res());
+      }),
+    };
+    this.#workers.add(w);
+    if (generation === this.#h.generation()) this.#slots[slot]!.current = w;
+    mine.on('message', (m: Message) => this.#onMessage(w, m));
+    mine.on('error', () => this.gone(w, 'channel error'));
+    mine.on('close', () => this.gone(w, 'channel closed'));
+    child.once('error', (err) => this.gone(w, err.message));
+    child.once('exit', (code, signal) => this.gone(w, signal ? `killed by ${signal}` : `exited with code ${code}`));
+    this.#log('worker-spawn', { slot, generation, pid: child.pid });
+    return new Promise<void>((resolve, reject) => {
+      w.onReady = (err) => (err ? reject(err) : resolve());
+      w.readyTimer = setTimeout(() => {
+        w.failure = `not ready within ${this.#opts.readyTimeout} ms`;
+        this.kill(w);
+      }, this.#opts.readyTimeout);
+    });
+  }
+
+  #onMessage(w: WorkerRec, m: Message): void {
+    m.close(); // workers send no fds
+    let msg;
+    try {
+      msg = decodeWorkerMessage(m.data);
+    } catch (err) {
+      this.#log('worker-protocol-error', { slot: w.slot, pid: w.pid, error: (err as Error).message });
+      this.kill(w);
+      return;
+    }
+    switch (msg.op) {
+      case Op.Ack:
+        this.#h.ack(w, msg.ids, msg.live);
+        break;
+      case Op.Lost:
+        this.#h.lost(w, msg.batch);
+        break;
+      case Op.Load:
+        w.live = msg.live;
+        w.requests = msg.requests;
+        for (const f of w.loadWaiters.splice(0)) f();
+        break;
+      case Op.Ready:
+        if (w.state !== 'starting') break;
+        w.state = 'ready';
+        w.wasReady = true;
+        w.pid = msg.pid;
+        if (w.readyTimer) clearTimeout(w.readyTimer);
+        w.readyTimer = null;
+        this.#log('worker-ready', { slot: w.slot, generation: w.generation, pid: w.pid });
+        w.onReady?.();
+        w.onReady = null;
+        this.#h.ready(w);
+        break;
+      case Op.Failed:
+        w.failure = msg.message;
+        break;
+    }
+  }
+
+  /** A worker's process or channel ended, or a hand-off to it failed
+   * (called more than once; acts once). */
+  gone(w: WorkerRec, why: string): void {
+    if (w.state === 'dead') return;
+    const wasStarting = w.state === 'starting';
+    const wasDraining = w.state === 'draining';
+    w.state = 'dead';
+    if (w.readyTimer) clearTimeout(w.readyTimer);
+    w.sock.close();
+    // Usually it is dying already (its end of the channel closed): not a kill
+    // of ours for the crash-loop policy.
+    if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    const slot = this.#slots[w.slot]!;
+    const replace = slot.current === w;
+    if (replace) slot.current = null;
+    void w.exited.then(() => {
+      if (w.killTimer) clearTimeout(w.killTimer);
+      this.#workers.delete(w);
+      this.#h.exited(w);
+      // A worker of the serving generation is replaced (once we know how it
+      // ended); one that fails during the first start or a reload makes that
+      // start fail instead.
+      if (replace && slot.current === null && !this.#stopping && this.#h.replaceable(w)) this.#respawn(w.slot, w);
+    });
+    const reason = w.failure ?? why;
+    this.#log(wasDraining ? 'worker-drained' : 'worker-exit', {
+      slot: w.slot, generation: w.generation, pid: w.pid, reason, redispatched: w.inflight.size,
+    });
+    if (wasStarting && w.onReady) {
+      w.onReady(new WorkerStartError(w.slot, w.pid, reason));
+      w.onReady = null;
+    }
+    this.#h.gone(w);
+  }
+
+  /** SIGKILL for misbehaving (not ready in time, a protocol error, draining
+   * too long): a crash, not a kill from outside, for the respawn policy. */
+  kill(w: WorkerRec): void {
+    w.killedByUs = true;
+    w.child.kill('SIGKILL');
+  }
+
+  /**
+   * Respawn with back-off. A ready worker killed from outside (SIGKILL by an
+   * operator or the OOM killer, SIGTERM...) says nothing about the app: it is
+   * replaced at once. A worker that never became ready, or that ended by
+   * itself (an exit status, a crash signal such as SIGSEGV or SIGABRT, or
+   * killed by us for misbehaving) within 5 s, is a crash: respawned after
+   * 100 ms doubling to 30 s while it keeps crashing; from 5 in a row on, a
+   * crash loop is reported. A spawn that fails (EMFILE) is retried the same way.
+   */
+  #respawn(slot: number, dead: WorkerRec | null): void {
+    const s = this.#slots[slot]!;
+    if (s.respawnTimer || this.#stopping) return;
+    const external = dead !== null && dead.wasReady && !dead.killedByUs && dead.exitSignal !== null && EXTERNAL_SIGNALS.has(dead.exitSignal);
+    if (!external) {
+      const young = dead === null || Date.now() - dead.startedAt < YOUNG_MS;
+      s.crashes = young ? s.crashes + 1 : 0;
+    }
+    const delay = external || s.crashes === 0 ? 0 : Math.min(100 * 2 ** (s.crashes - 1), 30_000);
+    const cause = dead === null ? 'spawn-failed' : external ? 'killed' : 'crashed';
+    this.#log('worker-respawn', { slot, inMs: delay, cause, crashes: s.crashes, ...(dead ? { pid: dead.pid, code: dead.exitCode, signal: dead.exitSignal } : {}) });
+    if (!external && s.crashes >= CRASH_LOOP) {
+      this.#log('worker-crash-loop', { slot, crashes: s.crashes, nextAttemptMs: delay, reason: dead?.failure ?? 'spawn failed' });
+    }
+    s.respawnTimer = setTimeout(() => {
+      s.respawnTimer = null;
+      if (this.#stopping || s.current) return;
+      s.restarts++;
+      const started = this.#spawn(slot, this.#h.generation());
+      // A worker that starts and then dies is respawned from gone(); one
+      // that could not even be started has no record: try again from here.
+      if (!s.current) this.#respawn(slot, null);
+      started.catch(() => {});
+    }, delay);
+  }
+
+  /** Asks `w` to finish what it has and exit (SHUTDOWN); past the shutdown
+   * timeout and a grace period it is killed, and whatever it never
+   * acknowledged goes elsewhere then. */
+  drain(w: WorkerRec): void {
+    if (w.state === 'dead' || w.state === 'draining') return;
+    w.state = 'draining';
+    const t = this.#opts.shutdownTimeout;
+    w.sock.send(encodeShutdown(t)).catch(() => {});
+    w.killTimer = setTimeout(() => this.kill(w), t + DRAIN_GRACE_MS);
+  }
+
+  /** No more respawns from now on (shutting down). */
+  stopRespawning(): void {
+    this.#stopping = true;
+    for (const s of this.#slots) if (s.respawnTimer) clearTimeout(s.respawnTimer);
+  }
+
+  /** Ends every worker: those still starting get no traffic and are
+   * stopped (SIGTERM); the others drain. */
+  stopAll(): void {
+    this.stopRespawning();
+    for (const w of this.#workers) {
+      if (w.state === 'starting') w.child.kill('SIGTERM');
+      else this.drain(w);
+    }
+  }
+
+  /** Resolves when every worker has exited. */
+  async allExited(): Promise<void> {
+    while (this.#workers.size > 0) await Promise.all([...this.#workers].map((w) => w.exited));
+  }
+
+  /** Asks the ready and draining workers for their counts (LOAD); resolves
+   * when all have answered, or after `timeout` ms for those that have not. */
+  async askLoad(timeout: number): Promise<void> {
+    const asks = [...this.#workers].filter((w) => w.state === 'ready' || w.state === 'draining').map((w) =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, timeout);
+        w.loadWaiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+        w.sock.send(encodeStatusQuery()).catch(() => resolve());
+      }));
+    await Promise.all(asks);
+  }
+}

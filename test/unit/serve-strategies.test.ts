@@ -1,0 +1,127 @@
+/**
+ * The worker-picking strategies of `fdpass serve` (src/serve/strategies.ts),
+ * as pure functions: round-robin is fair and skips full workers,
+ * least-connections counts pending plus live connections and takes turns
+ * among equals, hash is sticky per key and moves on only while its worker is
+ * full. The caller's loop is simulated as the dispatcher runs it: each pick
+ * adds one pending connection to the worker picked.
+ */
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { pickWorker, roundRobin, leastConnections, hashPick, STRATEGIES, type Strategy, type WorkerLoad } from '../../src/serve/strategies';
+
+const LIMIT = 1024;
+
+function loads(...pending: number[]): WorkerLoad[] {
+  return pending.map((p) => ({ pending: p, live: 0 }));
+}
+
+/** Runs `n` picks like the dispatcher: the cursor carried over, the worker
+ * picked one pending connection more; -1 for a connection that waits. */
+function run(strategy: Strategy, ws: WorkerLoad[], n: number, opts: { key?: (i: number) => number; limit?: number; cursor?: number } = {}): number[] {
+  let cursor = opts.cursor ?? 0;
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const p = pickWorker(strategy, ws, opts.key?.(i) ?? 0, cursor, opts.limit ?? LIMIT);
+    cursor = p.cursor;
+    out.push(p.index);
+    if (p.index >= 0) ws[p.index]!.pending++;
+  }
+  return out;
+}
+
+function counts(picks: number[], n: number): number[] {
+  const c = new Array<number>(n).fill(0);
+  for (const i of picks) if (i >= 0) c[i]!++;
+  return c;
+}
+
+test('the strategies are the three the CLI offers', () => {
+  assert.deepEqual([...STRATEGIES], ['round-robin', 'least-connections', 'hash']);
+});
+
+test('no candidates: every strategy says -1 and keeps its cursor', () => {
+  for (const s of STRATEGIES) assert.deepEqual(pickWorker(s, [], 7, 3, LIMIT), { index: -1, cursor: 3 }, s);
+});
+
+test('round-robin: strict turns, whatever the loads', () => {
+  assert.deepEqual(run('round-robin', loads(0, 0, 0), 7), [0, 1, 2, 0, 1, 2, 0]);
+  // Unequal pending counts do not change the order (that is least-connections' job).
+  assert.deepEqual(run('round-robin', loads(500, 0, 9), 6), [0, 1, 2, 0, 1, 2]);
+  // Fair over many picks: every worker gets the same share.
+  assert.deepEqual(counts(run('round-robin', loads(0, 0, 0, 0, 0), 1000), 5), [200, 200, 200, 200, 200]);
+});
+
+test('round-robin: the cursor carries over between calls, and one left over from a larger set still works', () => {
+  let p = roundRobin(loads(0, 0, 0), 0, LIMIT);
+  assert.deepEqual(p, { index: 0, cursor: 1 });
+  p = roundRobin(loads(0, 0, 0), p.cursor, LIMIT);
+  assert.deepEqual(p, { index: 1, cursor: 2 });
+  // A worker left since: the cursor (5) is past the end of the 2 candidates.
+  assert.deepEqual(roundRobin(loads(0, 0), 5, LIMIT), { index: 1, cursor: 0 });
+});
+
+test('round-robin: a full worker is skipped and its turn goes to the next; all full waits', () => {
+  const ws = loads(0, LIMIT, 0);
+  assert.deepEqual(run('round-robin', ws, 6), [0, 2, 0, 2, 0, 2]);
+  assert.equal(ws[1]!.pending, LIMIT, 'the full worker got nothing');
+  // A worker fills up while the batch is built (limit 2): its share goes to the others.
+  assert.deepEqual(run('round-robin', loads(0, 0), 6, { limit: 2 }), [0, 1, 0, 1, -1, -1]);
+  const full = roundRobin(loads(LIMIT, LIMIT), 1, LIMIT);
+  assert.deepEqual(full, { index: -1, cursor: 1 }, 'all full: -1, and the cursor is where it was');
+});
+
+test('least-connections: counts pending and live together', () => {
+  const ws: WorkerLoad[] = [{ pending: 2, live: 0 }, { pending: 0, live: 1 }, { pending: 0, live: 3 }];
+  assert.equal(leastConnections(ws, 0, LIMIT).index, 1, 'live 1 beats pending 2 and live 3');
+  // Live connections alone: the least busy gets the next ones until it catches up.
+  const busy: WorkerLoad[] = [{ pending: 0, live: 10 }, { pending: 0, live: 4 }, { pending: 0, live: 7 }];
+  const picks = run('least-connections', busy, 9);
+  assert.deepEqual(picks.slice(0, 3), [1, 1, 1], 'worker 1 (live 4) first, up to 7');
+  assert.deepEqual(busy.map((w) => w.live + w.pending), [10, 10, 10], 'nine more spread them evenly');
+  // A burst before any worker reports: pending keeps it from all going to one.
+  assert.deepEqual(counts(run('least-connections', loads(0, 0, 0), 30), 3), [10, 10, 10]);
+});
+
+test('least-connections: equal workers take turns (ties go to the first from the cursor)', () => {
+  const ws: WorkerLoad[] = [{ pending: 0, live: 5 }, { pending: 0, live: 5 }, { pending: 0, live: 5 }];
+  assert.equal(leastConnections(ws, 0, LIMIT).index, 0);
+  assert.equal(leastConnections(ws, 1, LIMIT).index, 1);
+  assert.equal(leastConnections(ws, 2, LIMIT).index, 2);
+  assert.deepEqual(leastConnections(ws, 2, LIMIT).cursor, 0, 'the cursor moves by one per pick');
+});
+
+test('least-connections: a full worker is skipped even when it has the fewest', () => {
+  const ws: WorkerLoad[] = [{ pending: 2, live: 0 }, { pending: 0, live: 50 }];
+  assert.equal(leastConnections(ws, 0, 2).index, 1, 'worker 0 is at the limit (2 pending)');
+  assert.equal(leastConnections([{ pending: 2, live: 0 }, { pending: 2, live: 0 }], 0, 2).index, -1);
+});
+
+test('hash: the same key always goes to the same worker, whatever the cursor', () => {
+  const keys = [0x811c9dc5, 12345, 7, 0xffffffff, 42];
+  for (const key of keys) {
+    const ws = loads(0, 0, 0, 0);
+    const first = hashPick(ws, key, 0, LIMIT).index;
+    assert.equal(first, key % 4);
+    for (let cursor = 0; cursor < 8; cursor++) assert.equal(hashPick(ws, key, cursor, LIMIT).index, first, `key ${key}`);
+    assert.deepEqual(run('hash', ws, 50, { key: () => key }), new Array(50).fill(first), 'and it stays there as its load grows');
+  }
+  assert.equal(hashPick(loads(0, 0), 9, 5, LIMIT).cursor, 5, 'the cursor comes back unchanged');
+});
+
+test('hash: different keys spread over the workers', () => {
+  const picks = run('hash', loads(0, 0, 0, 0), 400, { key: (i) => i * 2654435761 });
+  for (const c of counts(picks, 4)) assert.ok(c > 50, `each worker gets a share: ${counts(picks, 4)}`);
+});
+
+test('hash: a full worker\'s keys go to the next one, and come back once it has room', () => {
+  const ws = loads(0, 0, 0);
+  ws[1]!.pending = 3;
+  assert.equal(hashPick(ws, 4, 0, 3).index, 2, 'key 4 belongs to worker 1 (full): the next one takes it');
+  ws[2]!.pending = 3;
+  assert.equal(hashPick(ws, 4, 0, 3).index, 0, 'and wraps around');
+  ws[0]!.pending = 3;
+  assert.equal(hashPick(ws, 4, 0, 3).index, -1, 'all full: it waits');
+  ws[1]!.pending = 2;
+  assert.equal(hashPick(ws, 4, 0, 3).index, 1, 'its own worker again once it has room');
+});
