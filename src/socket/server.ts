@@ -32,7 +32,6 @@ import { resolveOptions, typeName, typeNumber, type SocketOptions, type SocketTy
 import { UnixSocket } from './socket';
 
 /** Compatibility: these lived here before bind.ts. */
-export { bindPath, unlinkIfOurs } from './bind';
 
 export type AllowList =
   | ((peer: Credentials) => boolean)
