@@ -25,10 +25,13 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  ServeProcess, APPS, ConnectionLoad, killWorkers, explainFailures, readJournal, rssKiB, sleep, treeLeaks, tally,
-} from '../test/helpers/serve';
-import { openFds } from '../test/helpers/fds';
+import { treeLeaks, openFds } from '../test/helpers/fds';
+import { APPS } from '../test/helpers/paths';
+import { ServeProcess } from '../test/helpers/serve';
+import { ConnectionLoad, tally } from '../test/helpers/load';
+import { rssKiB } from '../test/helpers/proc';
+import { killWorkers, explainFailures, readJournal } from '../test/helpers/crashes';
+import { sleep } from '../test/helpers/wait';
 import { options, machine, mib, num, progress, table } from './reliability';
 
 const o = options({ seconds: 60, workers: 2, loops: 16, maxms: 20 });

@@ -26,8 +26,13 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ServeProcess, ROOT, ConnectionLoad, attempt, cpuTicks, sleep, treeLeaks, type Attempt } from '../test/helpers/serve';
-import { openFds } from '../test/helpers/fds';
+import { treeLeaks, openFds } from '../test/helpers/fds';
+import { ROOT } from '../test/helpers/paths';
+import { ServeProcess } from '../test/helpers/serve';
+import { attempt, type Attempt } from '../test/helpers/http';
+import { ConnectionLoad } from '../test/helpers/load';
+import { cpuTicks } from '../test/helpers/proc';
+import { sleep } from '../test/helpers/wait';
 import { options, machine, ensureWrk, wrk, num, progress, table } from './reliability';
 
 const o = options({ limit: 64, cycles: 10, burst: 300, hold: 3, concurrency: 128, seconds: 30 });

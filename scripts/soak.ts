@@ -34,8 +34,12 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ServeProcess, ROOT, ConnectionLoad, rssKiB, cpuTicks, sleep, treeLeaks, type TreeFds } from '../test/helpers/serve';
-import { openFds } from '../test/helpers/fds';
+import { treeLeaks, type TreeFds, openFds } from '../test/helpers/fds';
+import { ROOT } from '../test/helpers/paths';
+import { ServeProcess } from '../test/helpers/serve';
+import { ConnectionLoad } from '../test/helpers/load';
+import { rssKiB, cpuTicks } from '../test/helpers/proc';
+import { sleep } from '../test/helpers/wait';
 import { options, machine, ensureWrk, wrk, raiseNofile, reachableNofile, nofile, mib, num, progress, table, type WrkResult } from './reliability';
 
 const o = options({ connections: 1_000_000, idle: 10_000, workers: 2, concurrency: 32, segment: 10, reloads: 4, terms: 5 });

@@ -9,7 +9,10 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import { Channel, UnixServer, UnixSocket, encodeChannel, decodeChannel, type ChannelMessage } from '../../src';
 import { Kind } from '../../src/channel/codec';
-import { trackFds, tmpDir, FIXTURES, fileId, childEnv } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir, fileId } from '../helpers/files';
+import { FIXTURES } from '../helpers/paths';
+import { childEnv } from '../helpers/process';
 
 const PEER = path.join(FIXTURES, 'channel-peer.js');
 
