@@ -25,20 +25,16 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { treeLeaks, openFds } from '../test/helpers/fds';
 import { APPS } from '../test/helpers/paths';
 import { ServeProcess } from '../test/helpers/serve';
 import { ConnectionLoad, tally } from '../test/helpers/load';
 import { rssKiB } from '../test/helpers/proc';
 import { killWorkers, explainFailures, readJournal } from '../test/helpers/crashes';
 import { sleep } from '../test/helpers/wait';
-import { options, machine, mib, num, progress, table } from './reliability';
+import { options } from './args';
+import { machine, mib, num, percentile as pct, progress, table } from './report';
 
 const o = options({ seconds: 60, workers: 2, loops: 16, maxms: 20 });
-
-function pct(sorted: number[], p: number): number {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
-}
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-chaos-'));
@@ -82,13 +78,8 @@ async function main(): Promise<void> {
     const codes = tally(load.failures.map((a) => `${a.code}${a.bytes ? ' (mid-response)' : ''}`));
 
     const idleFrom = Date.now();
-    let leaks: string[] = [];
-    try {
-      await s.expectNoFdLeak(tree, 15_000);
-    } catch {
-      leaks = treeLeaks(tree, { primary: openFds(s.pid), workers: new Map((await s.status()).workers.map((w) => [w.pid!, openFds(w.pid!)])) });
-      failures.push(`fds: ${leaks.join('; ')}`);
-    }
+    const leaks = await s.fdLeaks(tree, 15_000).catch((err: Error) => [err.message]);
+    if (leaks.length) failures.push(`fds: ${leaks.join('; ')}`);
     const st = await s.status();
     const rssEnd = { primary: rssKiB(s.pid), workers: st.workers.map((w) => rssKiB(w.pid!)) };
 

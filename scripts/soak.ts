@@ -30,17 +30,19 @@
  * Prints the figures as markdown (for docs/reliability.md) on stdout,
  * progress on stderr; exit status 1 if any check failed.
  */
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { treeLeaks, type TreeFds, openFds } from '../test/helpers/fds';
+import { openFds, fdCount, type TreeFds } from '../test/helpers/fds';
 import { ROOT } from '../test/helpers/paths';
 import { ServeProcess } from '../test/helpers/serve';
 import { ConnectionLoad } from '../test/helpers/load';
-import { rssKiB, cpuTicks } from '../test/helpers/proc';
+import { rssKiB, cpuTicks, USER_HZ, raiseNofile, reachableNofile, nofile } from '../test/helpers/proc';
+import { connectIdle } from '../test/helpers/sockets';
 import { sleep } from '../test/helpers/wait';
-import { options, machine, ensureWrk, wrk, raiseNofile, reachableNofile, nofile, mib, num, progress, table, type WrkResult } from './reliability';
+import { options } from './args';
+import { machine, mib, num, progress, table } from './report';
+import { ensureWrk, wrk, wrkFailures, type WrkResult } from './wrk';
 
 const o = options({ connections: 1_000_000, idle: 10_000, workers: 2, concurrency: 32, segment: 10, reloads: 4, terms: 5 });
 const APP = path.join(ROOT, 'bench', 'hello-app.js');
@@ -60,11 +62,11 @@ interface Sample {
 
 async function sample(s: ServeProcess, label: string): Promise<Sample> {
   // Counted before the status query, whose connection the primary holds for a moment.
-  const primaryFds = fs.readdirSync(`/proc/${s.pid}/fd`).length;
+  const primaryFds = fdCount(s.pid);
   const st = await s.status();
   const workers = st.workers.filter((w) => w.state !== 'dead' && w.pid).map((w) => {
     try {
-      return { pid: w.pid!, generation: w.generation, rss: rssKiB(w.pid!), fds: fs.readdirSync(`/proc/${w.pid}/fd`).length };
+      return { pid: w.pid!, generation: w.generation, rss: rssKiB(w.pid!), fds: fdCount(w.pid!) };
     } catch {
       return { pid: w.pid!, generation: w.generation, rss: 0, fds: 0 };
     }
@@ -91,10 +93,6 @@ async function startServer(dir: string, tag: string): Promise<ServeProcess> {
     await s.kill();
     throw err;
   }
-}
-
-function wrkFailures(r: WrkResult): number {
-  return r.connectErrors + r.readErrors + r.writeErrors + r.timeouts + r.non2xx;
 }
 
 function wrkErrors(r: WrkResult): string {
@@ -136,7 +134,7 @@ async function phaseConnections(s: ServeProcess, tree: TreeFds): Promise<void> {
     if (wrkFailures(r)) failures.push(`connections run ${runs.length}: ${wrkErrors(r)}`);
   }
   const seconds = (Date.now() - t0) / 1000;
-  const cpu = ((cpuTicks(s.pid) - cpu0) / 100);
+  const cpu = (cpuTicks(s.pid) - cpu0) / USER_HZ;
   const accepted = (await s.status()).primary.accepted - base;
   const requests = runs.reduce((a, x) => a + x.r.requests, 0);
   const failed = runs.reduce((a, x) => a + wrkFailures(x.r), 0);
@@ -144,13 +142,8 @@ async function phaseConnections(s: ServeProcess, tree: TreeFds): Promise<void> {
   const middle = { ...mid, label: `middle (${mid.label})` };
   const idleStart = Date.now();
   const end = await s.idleFds(60_000).then(() => sample(s, 'end (idle)'));
-  let leaks: string[] = [];
-  try {
-    await s.expectNoFdLeak(tree, 10_000);
-  } catch {
-    leaks = treeLeaks(tree, { primary: openFds(s.pid), workers: new Map((await s.status()).workers.map((w) => [w.pid!, openFds(w.pid!)])) });
-    failures.push(`fds after the connections phase: ${leaks.join('; ')}`);
-  }
+  const leaks = await s.fdLeaks(tree, 10_000).catch((err: Error) => [err.message]);
+  if (leaks.length) failures.push(`fds after the connections phase: ${leaks.join('; ')}`);
   const st = await s.status();
   out.push('### 1. A million connections through the primary',
     '',
@@ -179,19 +172,8 @@ async function phaseConnections(s: ServeProcess, tree: TreeFds): Promise<void> {
 async function phaseIdle(s: ServeProcess, tree: TreeFds): Promise<void> {
   const l = s.listener('http');
   const before = await sample(s, 'before');
-  const socks: net.Socket[] = [];
   const t0 = Date.now();
-  let connectErrors = 0;
-  for (let i = 0; i < o.idle; i += 500) {
-    await Promise.all(Array.from({ length: Math.min(500, o.idle - i) }, () => new Promise<void>((resolve) => {
-      const c = net.connect(l.port!, l.host!, () => resolve());
-      c.on('error', () => {
-        connectErrors++;
-        resolve();
-      });
-      socks.push(c);
-    })));
-  }
+  const { sockets: socks, errors: connectErrors } = await connectIdle(l.host!, l.port!, o.idle, 500);
   const st = await s.waitStatus((x) => x.workers.reduce((a, w) => a + w.live, 0) === o.idle && x.primary.inflight === 0, 60_000, `${o.idle} live`);
   const openMs = Date.now() - t0;
   await sleep(1000);
@@ -201,13 +183,8 @@ async function phaseIdle(s: ServeProcess, tree: TreeFds): Promise<void> {
   for (const c of socks) c.destroy();
   await s.waitStatus((x) => x.workers.every((w) => w.live === 0), 60_000, 'no live connection');
   const releaseMs = Date.now() - t1;
-  let leaks: string[] = [];
-  try {
-    await s.expectNoFdLeak(tree, 10_000);
-  } catch {
-    leaks = treeLeaks(tree, { primary: openFds(s.pid), workers: new Map((await s.status()).workers.map((w) => [w.pid!, openFds(w.pid!)])) });
-    failures.push(`fds after the idle phase: ${leaks.join('; ')}`);
-  }
+  const leaks = await s.fdLeaks(tree, 10_000).catch((err: Error) => [err.message]);
+  if (leaks.length) failures.push(`fds after the idle phase: ${leaks.join('; ')}`);
   const after = await sample(s, 'released, idle');
   if (connectErrors) failures.push(`idle phase: ${connectErrors} connects failed`);
   out.push('### 2. Idle connections held by the workers',
