@@ -23,8 +23,6 @@
  *
  * Prints the figures as markdown on stdout; exit status 1 if a check failed.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { openFds } from '../test/helpers/fds';
 import { ROOT } from '../test/helpers/paths';
@@ -34,19 +32,18 @@ import { ConnectionLoad } from '../test/helpers/load';
 import { cpuTicks, USER_HZ } from '../test/helpers/proc';
 import { sleep } from '../test/helpers/wait';
 import { options } from './args';
-import { machine, num, progress, table } from './report';
+import { LongRun, machine, num, progress, table } from './report';
 import { ensureWrk, wrk, wrkFailures } from './wrk';
 
 const o = options({ limit: 64, cycles: 10, burst: 300, hold: 3, concurrency: 128, seconds: 30 });
 const APP = path.join(ROOT, 'bench', 'hello-app.js');
+const run = new LongRun('emfile');
+const { dir, out, failures } = run;
 
 async function main(): Promise<void> {
   ensureWrk();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-emfile-'));
   const s = new ServeProcess(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'control.sock'), APP],
     { prefix: ['prlimit', `--nofile=${o.limit}:${o.limit}`, '--'] });
-  const failures: string[] = [];
-  const out: string[] = [];
   try {
     await s.waitUp();
     const l = s.listener('http');
@@ -130,17 +127,10 @@ async function main(): Promise<void> {
     if (res.code !== 0) failures.push(`exit status ${res.code}`);
     out.push(`Afterwards: fds ${leaks.length ? `**leaked**: ${leaks.join('; ')}` : 'back to the start in the primary and every worker'}; ` +
       `status: ${num(fin.primary.accepted)} accepted, ${num(fin.primary.acceptErrors)} accept errors in all, restarts ${fin.workers.map((w) => w.restarts).join(', ')}; ` +
-      `SIGTERM: exit status ${res.code}.`, '',
-      failures.length ? `**FAILED**: ${failures.join('; ')}` : 'Result: every check passed.', '');
+      `SIGTERM: exit status ${res.code}.`, '');
   } finally {
     if (s.running) await s.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
-  process.stdout.write(out.join('\n') + '\n');
-  process.exitCode = failures.length ? 1 : 0;
 }
 
-main().catch((err) => {
-  process.stderr.write(`emfile: ${(err as Error).stack ?? err}\n`);
-  process.exitCode = 1;
-});
+run.main(main);

@@ -30,18 +30,16 @@
  * Prints the figures as markdown (for docs/reliability.md) on stdout,
  * progress on stderr; exit status 1 if any check failed.
  */
-import * as os from 'node:os';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openFds, fdCount, type TreeFds } from '../test/helpers/fds';
 import { ROOT } from '../test/helpers/paths';
-import { ServeProcess } from '../test/helpers/serve';
+import { startServe, type ServeProcess } from '../test/helpers/serve';
 import { ConnectionLoad } from '../test/helpers/load';
 import { rssKiB, cpuTicks, USER_HZ, raiseNofile, reachableNofile, nofile } from '../test/helpers/proc';
 import { connectIdle } from '../test/helpers/sockets';
 import { sleep } from '../test/helpers/wait';
 import { options } from './args';
-import { machine, mib, num, progress, table } from './report';
+import { LongRun, machine, mib, num, progress, table } from './report';
 import { ensureWrk, wrk, wrkFailures, type WrkResult } from './wrk';
 
 const o = options({ connections: 1_000_000, idle: 10_000, workers: 2, concurrency: 32, segment: 10, reloads: 4, terms: 5 });
@@ -49,8 +47,8 @@ const APP = path.join(ROOT, 'bench', 'hello-app.js');
 /** The server's RLIMIT_NOFILE (workers inherit it): room for the idle
  * connections, or as much as the hard limit allows without CAP_SYS_RESOURCE. */
 const NOFILE = reachableNofile(Math.max(65_536, o.idle + 4096));
-const failures: string[] = [];
-const out: string[] = [];
+const run = new LongRun('soak');
+const { dir, out, failures } = run;
 
 interface Sample {
   label: string;
@@ -80,19 +78,16 @@ function sampleRow(x: Sample): (string | number)[] {
 }
 
 async function startServer(dir: string, tag: string): Promise<ServeProcess> {
-  const s = new ServeProcess(['--listen', '127.0.0.1:0', '--workers', String(o.workers), '--control', path.join(dir, `${tag}.sock`),
+  const s = await startServe(['--listen', '127.0.0.1:0', '--workers', String(o.workers), '--control', path.join(dir, `${tag}.sock`),
     '--shutdown-timeout', '10000', APP], { prefix: ['prlimit', `--nofile=${NOFILE}:${NOFILE}`, '--'] });
-  try {
-    await s.waitUp();
-    // Warm-up: every worker serves, whatever is opened lazily is open.
-    const warm = new ConnectionLoad(s.listener('http'), { loops: 4, total: 200 });
-    await warm.done;
-    if (warm.failures.length) throw new Error(`warm-up failed: ${warm.failures.map((a) => a.code).join(', ')}`);
-    return s;
-  } catch (err) {
+  // Warm-up: every worker serves, whatever is opened lazily is open.
+  const warm = new ConnectionLoad(s.listener('http'), { loops: 4, total: 200 });
+  await warm.done;
+  if (warm.failures.length) {
     await s.kill();
-    throw err;
+    throw new Error(`warm-up failed: ${warm.failures.map((a) => a.code).join(', ')}`);
   }
+  return s;
 }
 
 function wrkErrors(r: WrkResult): string {
@@ -244,7 +239,6 @@ async function terminate(s: ServeProcess): Promise<Term> {
 async function main(): Promise<void> {
   ensureWrk();
   if (!raiseNofile(o.idle + 4096)) progress(`could not raise this process's RLIMIT_NOFILE to ${o.idle + 4096} (now ${nofile()}): the idle phase may fail`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-soak-'));
   out.push(`## fdpass serve soak (scripts/soak.ts)`, '', `Machine: ${machine()}.`, '',
     `Command: \`${['node', 'dist/scripts/soak.js', ...process.argv.slice(2)].join(' ')}\` (${o.workers} workers, \`bench/hello-app.js\`, ` +
     `server under \`prlimit --nofile=${NOFILE}:${NOFILE}\`; options: ${JSON.stringify(o)}).`, '');
@@ -284,14 +278,7 @@ async function main(): Promise<void> {
       '');
   } finally {
     if (s?.running) await s.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
-  out.push(failures.length ? `**FAILED**: ${failures.join('; ')}` : 'Result: every check passed.', '');
-  process.stdout.write(out.join('\n') + '\n');
-  process.exitCode = failures.length ? 1 : 0;
 }
 
-main().catch((err) => {
-  process.stderr.write(`soak: ${(err as Error).stack ?? err}\n`);
-  process.exitCode = 1;
-});
+run.main(main);

@@ -3,7 +3,8 @@
  * runs: found or installed, run asynchronously (the caller can act
  * meanwhile), its report parsed.
  */
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { spawnSync, execFileSync } from 'node:child_process';
+import { Child } from '../test/helpers/process';
 
 /** Fails unless wrk is on PATH; with `install`, installs the Debian package first. */
 export function ensureWrk(o: { install?: boolean } = {}): void {
@@ -37,32 +38,25 @@ export function wrkFailures(r: WrkResult): number {
 const UNIT = { us: 1, ms: 1e3, s: 1e6 } as const;
 
 /** Runs `wrk ARGS URL` to completion; rejects if it exits non-zero. */
-export function wrk(args: string[], url: string): Promise<WrkResult> {
+export async function wrk(args: string[], url: string): Promise<WrkResult> {
   const argv = [...args, url];
-  return new Promise((resolve, reject) => {
-    const child = spawn('wrk', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`wrk exited ${code}:\n${out}`));
-      const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-      const dur = /requests in ([\d.]+)(m?s|m)/.exec(out);
-      const p50 = /\s50%\s+([\d.]+)(us|ms|s)/.exec(out);
-      resolve({
-        requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
-        seconds: dur ? Number(dur[1]) * (dur[2] === 'ms' ? 0.001 : dur[2] === 'm' ? 60 : 1) : NaN,
-        rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
-        p50us: p50 ? Number(p50[1]) * UNIT[p50[2] as keyof typeof UNIT] : NaN,
-        connectErrors: Number(errs?.[1] ?? 0),
-        readErrors: Number(errs?.[2] ?? 0),
-        writeErrors: Number(errs?.[3] ?? 0),
-        timeouts: Number(errs?.[4] ?? 0),
-        non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
-        command: `wrk ${argv.join(' ')}`,
-        output: out,
-      });
-    });
-  });
+  const r = await new Child(['wrk', ...argv], { env: process.env }).exited;
+  const out = r.stdout + r.stderr;
+  if (r.code !== 0) throw new Error(`wrk exited ${r.code ?? r.signal}:\n${out}`);
+  const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const dur = /requests in ([\d.]+)(m?s|m)/.exec(out);
+  const p50 = /\s50%\s+([\d.]+)(us|ms|s)/.exec(out);
+  return {
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
+    seconds: dur ? Number(dur[1]) * (dur[2] === 'ms' ? 0.001 : dur[2] === 'm' ? 60 : 1) : NaN,
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
+    p50us: p50 ? Number(p50[1]) * UNIT[p50[2] as keyof typeof UNIT] : NaN,
+    connectErrors: Number(errs?.[1] ?? 0),
+    readErrors: Number(errs?.[2] ?? 0),
+    writeErrors: Number(errs?.[3] ?? 0),
+    timeouts: Number(errs?.[4] ?? 0),
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+    command: `wrk ${argv.join(' ')}`,
+    output: out,
+  };
 }

@@ -8,7 +8,7 @@
  */
 import * as assert from 'node:assert/strict';
 import { queryStatus } from '../../src/serve/control';
-import type { Status } from '../../src/serve/primary';
+import type { LogEvent, Status } from '../../src';
 import { treeFds, sameTree, treeLeaks, type TreeFds } from './fds';
 import type { Endpoint } from './http';
 import { CLI } from './paths';
@@ -16,13 +16,7 @@ import { Child, type ChildOptions, type ChildResult } from './process';
 import { childrenOf } from './proc';
 import { waitFor, waitSteady } from './wait';
 
-export type { Status };
-
-export interface LogEvent {
-  time: string;
-  event: string;
-  [k: string]: unknown;
-}
+export type { LogEvent, Status };
 
 /** A listener as `fdpass serve` reports it: `fdpass: NAME on ADDRESS[ (tls)]`. */
 export interface ServeListener extends Endpoint {
