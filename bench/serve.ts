@@ -12,119 +12,65 @@
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as net from 'node:net';
 import * as path from 'node:path';
-import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
+import { ROOT } from '../test/helpers/paths';
+import { spawnNode, type Child } from '../test/helpers/process';
+import { cpuTicks, USER_HZ } from '../test/helpers/proc';
+import { startServe } from '../test/helpers/serve';
+import { freePort } from '../test/helpers/sockets';
+import { median } from '../scripts/report';
+import { ensureWrk, wrk as runWrk, wrkFailures, type WrkResult } from '../scripts/wrk';
 
-const ROOT = path.join(__dirname, '..', '..');
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const TICK = 100; // USER_HZ for /proc/<pid>/stat
 
-function ensureWrk(): void {
-  if (spawnSync('wrk', ['--version']).error === undefined) return;
-  process.stderr.write('wrk not found: installing the Debian package\n');
-  execFileSync('sh', ['-c', 'apt-get update -qq && apt-get install -y -qq wrk'], { stdio: 'inherit' });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => res(p));
-    });
-    s.on('error', rej);
-  });
-}
-
-function cpuTicks(pid: number): number {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return Number(rest[11]) + Number(rest[12]); // utime + stime
-}
-
-interface Server { child: ChildProcess; pid: number; port: number; stop(): Promise<void> }
+interface Server { child: Child; port: number }
 
 async function startFdpass(): Promise<Server> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'fdpass.js'), 'serve', '--listen', `127.0.0.1:${port}`,
-    '--workers', String(WORKERS), '--control', path.join(os.tmpdir(), `fdpass-bench-${process.pid}.sock`), path.join(ROOT, 'bench', 'hello-app.js')],
-  { stdio: ['ignore', 'ignore', 'pipe'] });
-  await waitFor(child, child.stderr!, 'control socket');
-  return { child, pid: child.pid!, port, stop: () => stop(child) };
+  const child = await startServe(['--listen', '127.0.0.1:0', '--workers', String(WORKERS),
+    '--control', path.join(os.tmpdir(), `fdpass-bench-${process.pid}.sock`), path.join(ROOT, 'bench', 'hello-app.js')]);
+  return { child, port: child.listener('http').port! };
 }
 
 async function startCluster(policy: 'rr' | 'none'): Promise<Server> {
   const port = await freePort();
-  const child = spawn(process.execPath, [path.join(ROOT, 'bench', 'cluster-server.js'), policy, String(port), String(WORKERS)],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-  await waitFor(child, child.stdout!, '"ready"');
-  return { child, pid: child.pid!, port, stop: () => stop(child) };
+  const child = spawnNode(path.join(ROOT, 'bench', 'cluster-server.js'), [policy, String(port), String(WORKERS)], { timeout: Infinity });
+  try {
+    await child.next(); // {"ready":true}
+  } catch (err) {
+    await child.kill();
+    throw err;
+  }
+  return { child, port };
 }
 
-/** Resolves once `stream` has printed `text`. */
-function waitFor(child: ChildProcess, stream: NodeJS.ReadableStream, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    const onData = (d: Buffer) => {
-      seen += d;
-      if (seen.includes(text)) {
-        stream.removeListener('data', onData);
-        stream.resume();
-        resolve();
-      }
-    };
-    stream.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`server exited (${code}) before ready: ${seen}`)));
-  });
+async function wrk(port: number, args: string[]): Promise<{ rps: number; p50us: number; requests: number; errors: number }> {
+  const r: WrkResult = await runWrk(args, `http://127.0.0.1:${port}/`);
+  return { rps: r.rps, p50us: r.p50us, requests: r.requests, errors: wrkFailures(r) };
 }
 
-function stop(child: ChildProcess): Promise<void> {
-  return new Promise((res) => {
-    if (child.exitCode !== null) return res();
-    child.once('exit', () => res());
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
-  });
-}
+type Figures = Awaited<ReturnType<typeof wrk>>;
 
-interface WrkResult { rps: number; p50us: number; requests: number; errors: number }
-
-function wrk(port: number, args: string[]): WrkResult {
-  const out = execFileSync('wrk', [...args, `http://127.0.0.1:${port}/`], { encoding: 'utf8' });
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
-  const m = /\s50%\s+([\d.]+)(us|ms|s)/.exec(out);
-  const p50us = m ? Number(m[1]) * (m[2] === 'ms' ? 1000 : m[2] === 's' ? 1e6 : 1) : NaN;
-  const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-  const errors = (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + non2xx;
-  return { rps, p50us, requests, errors };
-}
-
-async function measure(start: () => Promise<Server>): Promise<{ close: WrkResult; keep: WrkResult; idle: WrkResult; cpuUsPerConn: number }> {
+async function measure(start: () => Promise<Server>): Promise<{ close: Figures; keep: Figures; idle: Figures; cpuUsPerConn: number }> {
   const s = await start();
   try {
-    wrk(s.port, ['-t1', '-c4', '-d1s', '-H', 'Connection: close']); // warm-up
-    const c0 = cpuTicks(s.pid);
-    const close = wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`, '-H', 'Connection: close']);
-    const c1 = cpuTicks(s.pid);
-    const keep = wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`]);
-    const idle = wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', '-H', 'Connection: close']);
-    const cpuUsPerConn = ((c1 - c0) / TICK) * 1e6 / close.requests;
+    await wrk(s.port, ['-t1', '-c4', '-d1s', '-H', 'Connection: close']); // warm-up
+    const c0 = cpuTicks(s.child.pid);
+    const close = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`, '-H', 'Connection: close']);
+    const c1 = cpuTicks(s.child.pid);
+    const keep = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`]);
+    const idle = await wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', '-H', 'Connection: close']);
+    const cpuUsPerConn = ((c1 - c0) / USER_HZ) * 1e6 / close.requests;
     return { close, keep, idle, cpuUsPerConn };
   } finally {
-    await s.stop();
+    await s.child.stop();
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
 async function main(): Promise<void> {
-  ensureWrk();
+  ensureWrk({ install: true });
   const names = ['fdpass serve', 'cluster SCHED_RR', 'cluster SCHED_NONE'] as const;
   const starts = [startFdpass, () => startCluster('rr'), () => startCluster('none')];
   const runs: Awaited<ReturnType<typeof measure>>[][] = [[], [], []];

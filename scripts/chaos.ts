@@ -22,28 +22,24 @@
  * Prints the figures as markdown on stdout; exit status 1 if a request was
  * lost or an fd leaked.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  ServeProcess, APPS, ConnectionLoad, killWorkers, explainFailures, readJournal, rssKiB, sleep, treeLeaks, tally,
-} from '../test/helpers/serve';
-import { openFds } from '../test/helpers/fds';
-import { options, machine, mib, num, progress, table } from './reliability';
+import { APPS } from '../test/helpers/paths';
+import { ServeProcess } from '../test/helpers/serve';
+import { ConnectionLoad, tally } from '../test/helpers/load';
+import { rssKiB } from '../test/helpers/proc';
+import { killWorkers, explainFailures, readJournal } from '../test/helpers/crashes';
+import { sleep } from '../test/helpers/wait';
+import { options } from './args';
+import { LongRun, machine, mib, num, percentile as pct, progress, table } from './report';
 
 const o = options({ seconds: 60, workers: 2, loops: 16, maxms: 20 });
-
-function pct(sorted: number[], p: number): number {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
-}
+const run = new LongRun('chaos');
+const { dir, out, failures } = run;
 
 async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-chaos-'));
   const journal = path.join(dir, 'journal');
   const s = new ServeProcess(['--listen', '127.0.0.1:0', '--workers', String(o.workers), '--control', path.join(dir, 'control.sock'),
     path.join(APPS, 'journal.js')], { env: { ...process.env, FDPASS_JOURNAL: journal } });
-  const failures: string[] = [];
-  const out: string[] = [];
   try {
     await s.waitUp();
     const l = s.listener('http');
@@ -79,13 +75,8 @@ async function main(): Promise<void> {
     const codes = tally(load.failures.map((a) => `${a.code}${a.bytes ? ' (mid-response)' : ''}`));
 
     const idleFrom = Date.now();
-    let leaks: string[] = [];
-    try {
-      await s.expectNoFdLeak(tree, 15_000);
-    } catch {
-      leaks = treeLeaks(tree, { primary: openFds(s.pid), workers: new Map((await s.status()).workers.map((w) => [w.pid!, openFds(w.pid!)])) });
-      failures.push(`fds: ${leaks.join('; ')}`);
-    }
+    const leaks = await s.fdLeaks(tree, 15_000).catch((err: Error) => [err.message]);
+    if (leaks.length) failures.push(`fds: ${leaks.join('; ')}`);
     const st = await s.status();
     const rssEnd = { primary: rssKiB(s.pid), workers: st.workers.map((w) => rssKiB(w.pid!)) };
 
@@ -111,16 +102,9 @@ async function main(): Promise<void> {
       ]), '');
     const r = await s.stop();
     if (r.code !== 0) failures.push(`exit status ${r.code}`);
-    out.push(failures.length ? `**FAILED**: ${failures.join('; ')}` : 'Result: every check passed (SIGTERM afterwards: exit status 0).', '');
   } finally {
     if (s.running) await s.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
-  process.stdout.write(out.join('\n') + '\n');
-  process.exitCode = failures.length ? 1 : 0;
 }
 
-main().catch((err) => {
-  process.stderr.write(`chaos: ${(err as Error).stack ?? err}\n`);
-  process.exitCode = 1;
-});
+run.main(main, 'Result: every check passed (SIGTERM afterwards: exit status 0).');

@@ -23,23 +23,27 @@
  *
  * Prints the figures as markdown on stdout; exit status 1 if a check failed.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { ServeProcess, ROOT, ConnectionLoad, attempt, cpuTicks, sleep, treeLeaks, type Attempt } from '../test/helpers/serve';
 import { openFds } from '../test/helpers/fds';
-import { options, machine, ensureWrk, wrk, num, progress, table } from './reliability';
+import { ROOT } from '../test/helpers/paths';
+import { ServeProcess } from '../test/helpers/serve';
+import { attempt, type Attempt } from '../test/helpers/http';
+import { ConnectionLoad } from '../test/helpers/load';
+import { cpuTicks, USER_HZ } from '../test/helpers/proc';
+import { sleep } from '../test/helpers/wait';
+import { options } from './args';
+import { LongRun, machine, num, progress, table } from './report';
+import { ensureWrk, wrk, wrkFailures } from './wrk';
 
 const o = options({ limit: 64, cycles: 10, burst: 300, hold: 3, concurrency: 128, seconds: 30 });
 const APP = path.join(ROOT, 'bench', 'hello-app.js');
+const run = new LongRun('emfile');
+const { dir, out, failures } = run;
 
 async function main(): Promise<void> {
   ensureWrk();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-emfile-'));
   const s = new ServeProcess(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'control.sock'), APP],
     { prefix: ['prlimit', `--nofile=${o.limit}:${o.limit}`, '--'] });
-  const failures: string[] = [];
-  const out: string[] = [];
   try {
     await s.waitUp();
     const l = s.listener('http');
@@ -100,10 +104,10 @@ async function main(): Promise<void> {
     const lost0 = s.events('handoff-lost').length;
     const c0 = cpuTicks(s.pid);
     const r = await wrk(['-t2', `-c${o.concurrency}`, `-d${o.seconds}s`, '-H', 'Connection: close'], `http://127.0.0.1:${l.port}/`);
-    const cpuB = (cpuTicks(s.pid) - c0) / 100;
+    const cpuB = (cpuTicks(s.pid) - c0) / USER_HZ;
     const st1 = await s.status();
     const lostB = s.events('handoff-lost').slice(lost0);
-    const failedB = r.connectErrors + r.readErrors + r.writeErrors + r.timeouts + r.non2xx;
+    const failedB = wrkFailures(r);
     if (failedB) failures.push(`load at the limit: ${failedB} failed requests`);
     progress(`load at the limit: ${num(r.requests)} requests, ${num(r.rps)}/s, ${failedB} failed, ${st1.primary.acceptErrors - st0.primary.acceptErrors} accept errors`);
     out.push(`### B. Under load at the limit`, '',
@@ -116,29 +120,17 @@ async function main(): Promise<void> {
         ['primary CPU', `${cpuB.toFixed(1)} s (${((cpuB / r.seconds) * 100).toFixed(0)}% of a core)`],
       ]), '');
 
-    let leaks: string[] = [];
-    try {
-      await s.expectNoFdLeak(tree, 15_000);
-    } catch {
-      leaks = treeLeaks(tree, { primary: openFds(s.pid), workers: new Map((await s.status()).workers.map((w) => [w.pid!, openFds(w.pid!)])) });
-      failures.push(`fds: ${leaks.join('; ')}`);
-    }
+    const leaks = await s.fdLeaks(tree, 15_000).catch((err: Error) => [err.message]);
+    if (leaks.length) failures.push(`fds: ${leaks.join('; ')}`);
     const fin = await s.status();
     const res = await s.stop();
     if (res.code !== 0) failures.push(`exit status ${res.code}`);
     out.push(`Afterwards: fds ${leaks.length ? `**leaked**: ${leaks.join('; ')}` : 'back to the start in the primary and every worker'}; ` +
       `status: ${num(fin.primary.accepted)} accepted, ${num(fin.primary.acceptErrors)} accept errors in all, restarts ${fin.workers.map((w) => w.restarts).join(', ')}; ` +
-      `SIGTERM: exit status ${res.code}.`, '',
-      failures.length ? `**FAILED**: ${failures.join('; ')}` : 'Result: every check passed.', '');
+      `SIGTERM: exit status ${res.code}.`, '');
   } finally {
     if (s.running) await s.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
-  process.stdout.write(out.join('\n') + '\n');
-  process.exitCode = failures.length ? 1 : 0;
 }
 
-main().catch((err) => {
-  process.stderr.write(`emfile: ${(err as Error).stack ?? err}\n`);
-  process.exitCode = 1;
-});
+run.main(main);

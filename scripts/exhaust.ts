@@ -15,18 +15,17 @@
  *   post  ask the parent to post it n fds
  * with n from 0 to 253, so that about a fifth fit.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { UnixSocket, Channel, withFds, decodeChannel, type SocketType } from '../src';
 import { Kind } from '../src/channel/codec';
 import { Rng } from '../test/helpers/fuzz';
-import { argOf } from './reliability';
+import { fdCount } from '../test/helpers/fds';
+import { spawnNode } from '../test/helpers/process';
+import { nofile } from '../test/helpers/proc';
+import { argOf } from './args';
 
 const MAX = 253;
-
-
-const fdCount = () => fs.readdirSync('/proc/self/fd').length;
 
 // ---- the child: at its limit --------------------------------------------------------
 
@@ -59,7 +58,7 @@ async function child(): Promise<void> {
   let drift = 0;
   let ops = 0;
   let fdsSent = 0;
-  const limit = Number(/Max open files\s+(\d+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'))![1]);
+  const limit = nofile();
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
     const n = rng.chance(0.2) ? rng.int(limit - base) : rng.int(MAX + 1);
@@ -99,7 +98,7 @@ async function child(): Promise<void> {
 
 async function parent(): Promise<void> {
   const seconds = argOf('seconds', 60);
-  const nofile = argOf('nofile', 64);
+  const limit = argOf('nofile', 64);
   const seed = argOf('seed', 1);
   const dir = fs.mkdtempSync(`${os.tmpdir()}/fdpass-exhaust-`);
   const file = fs.openSync(`${dir}/f`, 'w+');
@@ -125,19 +124,12 @@ async function parent(): Promise<void> {
       return 'posted';
     });
     const t0 = Date.now();
-    const c = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', process.execPath, __filename, '--child', '--seconds', String(seconds), '--seed', String(seed)],
-      { stdio: ['ignore', 'pipe', 'inherit', theirs.fd] });
+    const c = spawnNode(__filename, ['--child', '--seconds', String(seconds), '--seed', String(seed)],
+      { fds: [theirs.fd], nofile: limit, timeout: (seconds + 120) * 1000 });
     theirs.close();
-    let out = '';
-    c.stdout!.on('data', (d) => (out += d));
-    const code = await new Promise<number | null>((res) => c.on('exit', res));
+    const r: Record<string, unknown> = await c.next().catch((err: Error) => ({ output: err.message }));
+    const { code } = await c.exited;
     ch.close();
-    let r: Record<string, unknown>;
-    try {
-      r = JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown>;
-    } catch {
-      r = { output: out };
-    }
     const tally = (r.tally ?? {}) as Record<string, number>;
     const bad = Object.keys(tally).filter((k) => k.includes('!') || /^get FDPASS|^give: (?!whole|refused FDPASS_ERR_CONTROL_TRUNCATED)/.test(k));
     const ok = code === 0 && r.fdsAfterOpNotBase === 0 && r.errorCount === 0 && bad.length === 0 && parentErrors.length === 0;
@@ -150,7 +142,7 @@ async function parent(): Promise<void> {
   console.log(JSON.stringify({
     date: new Date().toISOString(), node: process.version, kernel: os.release(),
     command: `node dist/scripts/exhaust.js ${process.argv.slice(2).join(' ')}`.trim(),
-    nofile, seed, results, parentFdsLeaked: parentLeak,
+    nofile: limit, seed, results, parentFdsLeaked: parentLeak,
   }, null, 1));
   const ok = !failed && parentLeak === 0;
   console.log(ok ? 'OK: every over-limit message failed cleanly, every other arrived whole, no fd left behind' : 'FAILED');

@@ -21,22 +21,17 @@
  * RLIMIT_NOFILE), and once the flooders are gone the receiver is back to the
  * fds it started with.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { UnixServer, UnixSocket, type SocketOptions } from '../src';
-import { argOf } from './reliability';
+import { fdCount } from '../test/helpers/fds';
+import { spawnNode } from '../test/helpers/process';
+import { sleep } from '../test/helpers/wait';
+import { argOf, argStr } from './args';
 
 const MAX = 253;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const argStr = (name: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? undefined : process.argv[i + 1];
-};
-const fdCount = () => fs.readdirSync('/proc/self/fd').length;
 
 // ---- receiver ---------------------------------------------------------------------------
 
@@ -47,6 +42,10 @@ async function receiver(): Promise<void> {
   const cap = argOf('cap', 0);
   const opts: SocketOptions = cap ? { maxUnreadFds: cap } : {};
   const server = await UnixServer.listen(address, opts);
+  // Counted with the listener open and the stdout stream created (libuv opens
+  // a reserve fd with the first stream), and compared at the end before the
+  // listener closes: what is left then is left by the flood.
+  process.stdout.write('');
   const base = fdCount();
   const stats = { connections: 0, messages: 0, fds: 0, errors: {} as Record<string, number>, maxFds: base, maxRss: 0, maxOpen: 0 };
   let open = 0;
@@ -94,14 +93,15 @@ async function receiver(): Promise<void> {
     stats.maxRss = Math.max(stats.maxRss, process.memoryUsage().rss);
   }, 100);
   process.stdout.write(JSON.stringify({ ready: true, base }) + '\n');
-  // 'stop' on stdin: close what is left and report.
+  // "stop" (a JSON line) on stdin: close what is left and report.
   for await (const line of createInterface({ input: process.stdin })) {
-    if (line.trim() !== 'stop') continue;
+    if (line.trim() !== '"stop"') continue;
     clearInterval(sample);
     for (const s of conns) s.close();
-    await server.close();
     await sleep(50);
-    process.stdout.write(JSON.stringify({ ...stats, base, end: fdCount(), maxRssMiB: Math.round(stats.maxRss / 2 ** 20), maxRss: undefined }) + '\n');
+    const end = fdCount();
+    await server.close();
+    process.stdout.write(JSON.stringify({ ...stats, base, end, maxRssMiB: Math.round(stats.maxRss / 2 ** 20), maxRss: undefined }) + '\n');
     process.exit(0);
   }
 }
@@ -147,25 +147,20 @@ async function flooder(): Promise<void> {
 
 // ---- parent ---------------------------------------------------------------------------------
 
-function lines(c: ChildProcess): AsyncIterator<string> {
-  return createInterface({ input: c.stdout! })[Symbol.asyncIterator]();
-}
-
 async function scenario(name: string, consumer: string, cap: number, seconds: number, flooders: number, slowMs: number, nofile: number) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-flood-'));
   const address = path.join(dir, 'r.sock');
-  const rx = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', process.execPath, __filename, '--receiver', '--address', address,
-    '--consumer', consumer, '--cap', String(cap), '--slow-ms', String(slowMs)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const rxLines = lines(rx);
-  const ready = JSON.parse((await rxLines.next()).value as string) as { base: number };
+  const timeout = (seconds + 120) * 1000;
+  const rx = spawnNode(__filename, ['--receiver', '--address', address, '--consumer', consumer, '--cap', String(cap), '--slow-ms', String(slowMs)],
+    { nofile, timeout });
+  const ready = await rx.next<{ base: number }>();
   const t0 = Date.now();
-  const fl = Array.from({ length: flooders }, () =>
-    spawn(process.execPath, [__filename, '--flooder', '--address', address, '--ms', String(seconds * 1000)], { stdio: ['ignore', 'pipe', 'inherit'] }));
-  const floods = await Promise.all(fl.map(async (c) => JSON.parse((await lines(c).next()).value as string) as Record<string, number>));
+  const fl = Array.from({ length: flooders }, () => spawnNode(__filename, ['--flooder', '--address', address, '--ms', String(seconds * 1000)], { timeout }));
+  const floods = await Promise.all(fl.map((c) => c.next<Record<string, number>>()));
   const secondsRun = (Date.now() - t0) / 1000;
-  rx.stdin!.write('stop\n');
-  const r = JSON.parse((await rxLines.next()).value as string) as Record<string, unknown> & { maxFds: number; base: number; end: number; errors: Record<string, number> };
-  await new Promise((res) => rx.on('exit', res));
+  rx.send('stop');
+  const r = await rx.next<Record<string, unknown> & { maxFds: number; base: number; end: number; errors: Record<string, number> }>();
+  await Promise.all([rx.exited, ...fl.map((c) => c.exited)]);
   fs.rmSync(dir, { recursive: true, force: true });
   const sum = (k: string) => floods.reduce((a, f) => a + (f[k] ?? 0), 0);
   // Per connection: read-ahead (maxBufferedFds 2048, or the cap) plus one

@@ -26,6 +26,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Rng, caseSeed, runDecoderCase, runCodecCase, errorKind, decoderLimits, Tally } from '../test/helpers/fuzz';
 import { runSocketCase, runChannelCase, openPool, fdTable, type FdPool, type LiveResult } from '../test/helpers/fuzz-live';
+import { sleep } from '../test/helpers/wait';
 
 const LAYERS = ['decoder', 'codec', 'socket', 'channel'] as const;
 type Layer = (typeof LAYERS)[number];
@@ -184,7 +185,7 @@ async function main(): Promise<void> {
       else await live(layer, seedOf(layer), n, rep, pool, args.timeout);
     }
     clearInterval(rssTimer);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     const fdsAfter = fdTable();
     const leakedOverall = [...fdsAfter].filter(([fd, t]) => fdsBefore.get(fd) !== t).map(([fd, t]) => `${fd} -> ${t}`);
     const total = LAYERS.reduce((s, l) => s + reports[l].cases, 0);

@@ -30,21 +30,25 @@
  * Prints the figures as markdown (for docs/reliability.md) on stdout,
  * progress on stderr; exit status 1 if any check failed.
  */
-import * as net from 'node:net';
-import * as os from 'node:os';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ServeProcess, ROOT, ConnectionLoad, rssKiB, cpuTicks, sleep, treeLeaks, type TreeFds } from '../test/helpers/serve';
-import { openFds } from '../test/helpers/fds';
-import { options, machine, ensureWrk, wrk, raiseNofile, reachableNofile, nofile, mib, num, progress, table, type WrkResult } from './reliability';
+import { openFds, fdCount, type TreeFds } from '../test/helpers/fds';
+import { ROOT } from '../test/helpers/paths';
+import { startServe, type ServeProcess } from '../test/helpers/serve';
+import { ConnectionLoad } from '../test/helpers/load';
+import { rssKiB, cpuTicks, USER_HZ, raiseNofile, reachableNofile, nofile } from '../test/helpers/proc';
+import { connectIdle } from '../test/helpers/sockets';
+import { sleep } from '../test/helpers/wait';
+import { options } from './args';
+import { LongRun, machine, mib, num, progress, table } from './report';
+import { ensureWrk, wrk, wrkFailures, type WrkResult } from './wrk';
 
 const o = options({ connections: 1_000_000, idle: 10_000, workers: 2, concurrency: 32, segment: 10, reloads: 4, terms: 5 });
 const APP = path.join(ROOT, 'bench', 'hello-app.js');
 /** The server's RLIMIT_NOFILE (workers inherit it): room for the idle
  * connections, or as much as the hard limit allows without CAP_SYS_RESOURCE. */
 const NOFILE = reachableNofile(Math.max(65_536, o.idle + 4096));
-const failures: string[] = [];
-const out: string[] = [];
+const run = new LongRun('soak');
+const { dir, out, failures } = run;
 
 interface Sample {
   label: string;
@@ -56,11 +60,11 @@ interface Sample {
 
 async function sample(s: ServeProcess, label: string): Promise<Sample> {
   // Counted before the status query, whose connection the primary holds for a moment.
-  const primaryFds = fs.readdirSync(`/proc/${s.pid}/fd`).length;
+  const primaryFds = fdCount(s.pid);
   const st = await s.status();
   const workers = st.workers.filter((w) => w.state !== 'dead' && w.pid).map((w) => {
     try {
-      return { pid: w.pid!, generation: w.generation, rss: rssKiB(w.pid!), fds: fs.readdirSync(`/proc/${w.pid}/fd`).length };
+      return { pid: w.pid!, generation: w.generation, rss: rssKiB(w.pid!), fds: fdCount(w.pid!) };
     } catch {
       return { pid: w.pid!, generation: w.generation, rss: 0, fds: 0 };
     }
@@ -74,23 +78,16 @@ function sampleRow(x: Sample): (string | number)[] {
 }
 
 async function startServer(dir: string, tag: string): Promise<ServeProcess> {
-  const s = new ServeProcess(['--listen', '127.0.0.1:0', '--workers', String(o.workers), '--control', path.join(dir, `${tag}.sock`),
+  const s = await startServe(['--listen', '127.0.0.1:0', '--workers', String(o.workers), '--control', path.join(dir, `${tag}.sock`),
     '--shutdown-timeout', '10000', APP], { prefix: ['prlimit', `--nofile=${NOFILE}:${NOFILE}`, '--'] });
-  try {
-    await s.waitUp();
-    // Warm-up: every worker serves, whatever is opened lazily is open.
-    const warm = new ConnectionLoad(s.listener('http'), { loops: 4, total: 200 });
-    await warm.done;
-    if (warm.failures.length) throw new Error(`warm-up failed: ${warm.failures.map((a) => a.code).join(', ')}`);
-    return s;
-  } catch (err) {
+  // Warm-up: every worker serves, whatever is opened lazily is open.
+  const warm = new ConnectionLoad(s.listener('http'), { loops: 4, total: 200 });
+  await warm.done;
+  if (warm.failures.length) {
     await s.kill();
-    throw err;
+    throw new Error(`warm-up failed: ${warm.failures.map((a) => a.code).join(', ')}`);
   }
-}
-
-function wrkFailures(r: WrkResult): number {
-  return r.connectErrors + r.readErrors + r.writeErrors + r.timeouts + r.non2xx;
+  return s;
 }
 
 function wrkErrors(r: WrkResult): string {
@@ -132,7 +129,7 @@ async function phaseConnections(s: ServeProcess, tree: TreeFds): Promise<void> {
     if (wrkFailures(r)) failures.push(`connections run ${runs.length}: ${wrkErrors(r)}`);
   }
   const seconds = (Date.now() - t0) / 1000;
-  const cpu = ((cpuTicks(s.pid) - cpu0) / 100);
+  const cpu = (cpuTicks(s.pid) - cpu0) / USER_HZ;
   const accepted = (await s.status()).primary.accepted - base;
   const requests = runs.reduce((a, x) => a + x.r.requests, 0);
   const failed = runs.reduce((a, x) => a + wrkFailures(x.r), 0);
@@ -140,13 +137,8 @@ async function phaseConnections(s: ServeProcess, tree: TreeFds): Promise<void> {
   const middle = { ...mid, label: `middle (${mid.label})` };
   const idleStart = Date.now();
   const end = await s.idleFds(60_000).then(() => sample(s, 'end (idle)'));
-  let leaks: string[] = [];
-  try {
-    await s.expectNoFdLeak(tree, 10_000);
-  } catch {
-    leaks = treeLeaks(tree, { primary: openFds(s.pid), workers: new Map((await s.status()).workers.map((w) => [w.pid!, openFds(w.pid!)])) });
-    failures.push(`fds after the connections phase: ${leaks.join('; ')}`);
-  }
+  const leaks = await s.fdLeaks(tree, 10_000).catch((err: Error) => [err.message]);
+  if (leaks.length) failures.push(`fds after the connections phase: ${leaks.join('; ')}`);
   const st = await s.status();
   out.push('### 1. A million connections through the primary',
     '',
@@ -175,19 +167,8 @@ async function phaseConnections(s: ServeProcess, tree: TreeFds): Promise<void> {
 async function phaseIdle(s: ServeProcess, tree: TreeFds): Promise<void> {
   const l = s.listener('http');
   const before = await sample(s, 'before');
-  const socks: net.Socket[] = [];
   const t0 = Date.now();
-  let connectErrors = 0;
-  for (let i = 0; i < o.idle; i += 500) {
-    await Promise.all(Array.from({ length: Math.min(500, o.idle - i) }, () => new Promise<void>((resolve) => {
-      const c = net.connect(l.port!, l.host!, () => resolve());
-      c.on('error', () => {
-        connectErrors++;
-        resolve();
-      });
-      socks.push(c);
-    })));
-  }
+  const { sockets: socks, errors: connectErrors } = await connectIdle(l.host!, l.port!, o.idle, 500);
   const st = await s.waitStatus((x) => x.workers.reduce((a, w) => a + w.live, 0) === o.idle && x.primary.inflight === 0, 60_000, `${o.idle} live`);
   const openMs = Date.now() - t0;
   await sleep(1000);
@@ -197,13 +178,8 @@ async function phaseIdle(s: ServeProcess, tree: TreeFds): Promise<void> {
   for (const c of socks) c.destroy();
   await s.waitStatus((x) => x.workers.every((w) => w.live === 0), 60_000, 'no live connection');
   const releaseMs = Date.now() - t1;
-  let leaks: string[] = [];
-  try {
-    await s.expectNoFdLeak(tree, 10_000);
-  } catch {
-    leaks = treeLeaks(tree, { primary: openFds(s.pid), workers: new Map((await s.status()).workers.map((w) => [w.pid!, openFds(w.pid!)])) });
-    failures.push(`fds after the idle phase: ${leaks.join('; ')}`);
-  }
+  const leaks = await s.fdLeaks(tree, 10_000).catch((err: Error) => [err.message]);
+  if (leaks.length) failures.push(`fds after the idle phase: ${leaks.join('; ')}`);
   const after = await sample(s, 'released, idle');
   if (connectErrors) failures.push(`idle phase: ${connectErrors} connects failed`);
   out.push('### 2. Idle connections held by the workers',
@@ -263,7 +239,6 @@ async function terminate(s: ServeProcess): Promise<Term> {
 async function main(): Promise<void> {
   ensureWrk();
   if (!raiseNofile(o.idle + 4096)) progress(`could not raise this process's RLIMIT_NOFILE to ${o.idle + 4096} (now ${nofile()}): the idle phase may fail`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdpass-soak-'));
   out.push(`## fdpass serve soak (scripts/soak.ts)`, '', `Machine: ${machine()}.`, '',
     `Command: \`${['node', 'dist/scripts/soak.js', ...process.argv.slice(2)].join(' ')}\` (${o.workers} workers, \`bench/hello-app.js\`, ` +
     `server under \`prlimit --nofile=${NOFILE}:${NOFILE}\`; options: ${JSON.stringify(o)}).`, '');
@@ -303,14 +278,7 @@ async function main(): Promise<void> {
       '');
   } finally {
     if (s?.running) await s.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
-  out.push(failures.length ? `**FAILED**: ${failures.join('; ')}` : 'Result: every check passed.', '');
-  process.stdout.write(out.join('\n') + '\n');
-  process.exitCode = failures.length ? 1 : 0;
 }
 
-main().catch((err) => {
-  process.stderr.write(`soak: ${(err as Error).stack ?? err}\n`);
-  process.exitCode = 1;
-});
+run.main(main);

@@ -9,7 +9,10 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import { Channel, UnixServer, UnixSocket, encodeChannel, decodeChannel, type ChannelMessage } from '../../src';
 import { Kind } from '../../src/channel/codec';
-import { trackFds, tmpDir, FIXTURES, fileId, childEnv } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir, fileId } from '../helpers/files';
+import { FIXTURES } from '../helpers/paths';
+import { Child, childEnv } from '../helpers/process';
 
 const PEER = path.join(FIXTURES, 'channel-peer.js');
 
@@ -80,9 +83,8 @@ test('unrelated processes: a channel over a named stream socket', async (t) => {
   const sock = path.join(dir, 'ch.sock');
   const server = await UnixServer.listen(sock);
   scope.defer(() => server.close());
-  const { spawn } = await import('node:child_process');
-  const child = spawn(process.execPath, [PEER, 'connect', sock], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const exited = once(child, 'exit');
+  const child = new Child([process.execPath, PEER, 'connect', sock], { env: process.env });
+  const exited = child.exited;
   const conn = await server.accept();
   const channel = new Channel(conn);
   scope.defer(async () => {

@@ -10,7 +10,8 @@ import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Rng, caseSeed } from '../helpers/fuzz';
 import { runSocketCase, runChannelCase, openPool } from '../helpers/fuzz-live';
-import { trackFds, tmpDir } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
 
 const CASES = 800;
 

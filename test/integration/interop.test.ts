@@ -8,13 +8,14 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { before, test } from 'node:test';
 import { UnixSocket, UnixServer, type SocketType } from '../../src';
-import { trackFds, tmpDir, FIXTURES, fileId } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir, fileId } from '../helpers/files';
+import { FIXTURES, CLI } from '../helpers/paths';
+import { Child, runCli } from '../helpers/process';
 
-const ROOT = path.resolve(FIXTURES, '..', '..');
-const CLI = path.join(ROOT, 'bin', 'fdpass.js');
 const PY = path.join(FIXTURES, 'py', 'peer.py');
 const TYPES: SocketType[] = ['stream', 'seqpacket', 'dgram'];
 let bin: string;
@@ -28,41 +29,26 @@ before(() => {
 });
 
 interface Proc {
-  child: ChildProcess;
+  child: Child;
   /** Resolves with every stdout line parsed as JSON, once the process exits 0. */
   lines: Promise<Record<string, unknown>[]>;
-  /** Resolves once the process has printed a line matching `pred` (or its readiness on stderr). */
-  ready: Promise<void>;
+  /** Resolves once the process has said it is listening. */
+  ready: () => Promise<void>;
 }
 
-function run(cmd: string, args: string[]): Proc {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  let markReady: () => void;
-  const ready = new Promise<void>((res) => (markReady = res));
-  child.stdout!.on('data', (d) => {
-    out += d;
-    if (out.includes('"listening"')) markReady();
+/** Runs a peer (killed after 15 s); it says it is listening with `listening` on `stream`. */
+function run(cmd: string, args: string[], stream: 'stdout' | 'stderr', listening: RegExp): Proc {
+  const child = new Child([cmd, ...args], { timeout: 15_000, env: process.env, label: `${path.basename(cmd)} ${args.join(' ')}` });
+  const lines = child.exited.then((r) => {
+    if (r.code !== 0) throw new Error(`${child.label} exited ${r.code ?? r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    return r.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>);
   });
-  child.stderr!.on('data', (d) => {
-    err += d;
-    if (err.includes('listening on')) markReady();
-  });
-  const lines = new Promise<Record<string, unknown>[]>((resolve, reject) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (code !== 0) reject(new Error(`${path.basename(cmd)} ${args.join(' ')} exited ${code ?? signal}\nstdout: ${out}\nstderr: ${err}`));
-      else resolve(out.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>));
-    });
-  });
-  return { child, lines, ready };
+  return { child, lines, ready: () => child.waitOutput(listening, { stream }) };
 }
 
-const node = (args: string[]) => run(process.execPath, [CLI, ...args]);
-const c = (args: string[]) => run(path.join(bin, 'fd-peer'), args);
-const py = (args: string[]) => run('python3', [PY, ...args]);
+const node = (args: string[]) => run(process.execPath, [CLI, ...args], 'stderr', /listening on/);
+const c = (args: string[]) => run(path.join(bin, 'fd-peer'), args, 'stdout', /"listening"/);
+const py = (args: string[]) => run('python3', [PY, ...args], 'stdout', /"listening"/);
 
 function makeFiles(dir: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => {
@@ -91,7 +77,7 @@ for (const type of TYPES) {
       const sock = path.join(dir, 's');
       const files = makeFiles(dir, 4);
       const recv = node(['recv', '--listen', sock, '--type', type, '--raw', '--read']);
-      await recv.ready;
+      await recv.ready();
       const send = peer(['send', '--connect', sock, '--type', type, '--data', 'X', ...files]);
       await send.lines;
       const [m] = messages(await recv.lines);
@@ -107,7 +93,7 @@ for (const type of TYPES) {
       const sock = path.join(dir, 's');
       const files = makeFiles(dir, 4);
       const recv = peer(['recv', '--listen', sock, '--type', type, '--read']);
-      await recv.ready;
+      await recv.ready();
       await node(['send', '--connect', sock, '--type', type, '--raw', '--data', 'X', ...files]).lines;
       const [m] = messages(await recv.lines);
       assert.equal(m!.data, 'X');
@@ -137,7 +123,7 @@ test('library <-> C, both directions, one connection: a server in Node, fd-peer 
   // The library sends to C, over a named DGRAM socket.
   const dsock = path.join(dir, 'c.dgram');
   const recv = c(['recv', '--listen', dsock, '--type', 'dgram']);
-  await recv.ready;
+  await recv.ready();
   const d = await UnixSocket.datagram();
   scope.defer(() => d.close());
   const fds = files.map((f) => fs.openSync(f, 'r'));
@@ -154,7 +140,7 @@ test('fdpass CLI to fdpass CLI (framed): credentials, --write, abstract address,
   const files = makeFiles(dir, 3);
   const name = `@fdpass-test-${process.pid}-${Date.now()}`;
   const recv = node(['recv', '--listen', name, '--count', '2', '--write', 'W', '--read']);
-  await recv.ready;
+  await recv.ready();
   const s1 = node(['send', '--connect', name, '--data', 'one', '--credentials', files[0]!]);
   const [sent] = await s1.lines;
   assert.deepEqual((sent as { sent: { files: string[] } }).sent.files, [files[0]]);
@@ -181,10 +167,7 @@ test('CLI errors: one line on stderr, fdpass: <what failed>: <code>, non-zero ex
     [['frobnicate'], /^fdpass: unknown command 'frobnicate': EUSAGE\n/, 2],
   ];
   for (const [args, re, code] of cases) {
-    const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let err = '';
-    p.stderr!.on('data', (d) => (err += d));
-    const status = await new Promise((res) => p.on('exit', res));
+    const { code: status, stderr: err } = await runCli(args);
     assert.equal(status, code, `${args.join(' ')}: ${err}`);
     assert.match(err, re, args.join(' '));
   }

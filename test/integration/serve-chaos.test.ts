@@ -13,10 +13,12 @@
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { trackFds, tmpDir } from '../helpers/fds';
-import {
-  startServe, hammer, killWorkers, explainFailures, readJournal, ConnectionLoad, APPS,
-} from '../helpers/serve';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { APPS } from '../helpers/paths';
+import { startServe } from '../helpers/serve';
+import { hammer, ConnectionLoad } from '../helpers/load';
+import { killWorkers, explainFailures, readJournal } from '../helpers/crashes';
 
 const KILLS = 5;
 const LOOPS = 8;

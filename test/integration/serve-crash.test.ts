@@ -10,8 +10,14 @@
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { trackFds, tmpDir } from '../helpers/fds';
-import { startServe, request, alive, tally, sleep, APPS, type Reply, type LogEvent } from '../helpers/serve';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { APPS } from '../helpers/paths';
+import { startServe, type LogEvent } from '../helpers/serve';
+import { request, type Reply } from '../helpers/http';
+import { tally } from '../helpers/load';
+import { alive, suspend } from '../helpers/proc';
+import { waitFor } from '../helpers/wait';
 
 test('a stopped then killed worker loses nothing: its unacknowledged connections are answered elsewhere; it is respawned', async (t) => {
   const scope = await trackFds(t);
@@ -23,14 +29,7 @@ test('a stopped then killed worker loses nothing: its unacknowledged connections
   const [victim, other] = before.workers.map((w) => w.pid!) as [number, number];
   const victimSlot = before.workers.find((w) => w.pid === victim)!.slot;
 
-  process.kill(victim, 'SIGSTOP');
-  scope.defer(() => {
-    try {
-      process.kill(victim, 'SIGCONT');
-    } catch {
-      // gone, as it should be
-    }
-  });
+  suspend(scope, [victim]); // SIGCONT at the end, if still there (it should be gone)
 
   // 20 new connections, each with a request: round-robin hands about half
   // to the stopped worker, which cannot acknowledge them.
@@ -63,8 +62,7 @@ test('a stopped then killed worker loses nothing: its unacknowledged connections
   // Whichever the primary saw first: the child's exit or its channel's EOF.
   assert.match(String(exit.reason), /killed by SIGKILL|channel closed/);
   assert.equal(exit.redispatched, stuck, 'its unacknowledged connections were re-dispatched');
-  for (let i = 0; alive(victim) && i < 100; i++) await sleep(10);
-  assert.ok(!alive(victim), 'the killed worker is reaped');
+  await waitFor(() => !alive(victim), { timeout: 1000, what: 'the killed worker reaped' });
 
   // Respawned in the same slot: status shows restarts 1.
   const after = await s.waitStatus((st) => st.workers.some((w) => w.slot === victimSlot && w.state === 'ready' && w.pid !== victim), 10_000, 'respawned worker ready');

@@ -15,10 +15,14 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
-import { trackFds, tmpDir, openFds, type Scope } from '../helpers/fds';
-import {
-  startServe, attempt, hammer, cpuTicks, sleep, tally, HttpConnection, type ServeProcess, type Attempt,
-} from '../helpers/serve';
+import { trackFds, type Scope } from '../helpers/scope';
+import { openFds } from '../helpers/fds';
+import { tmpDir } from '../helpers/files';
+import { startServe, type ServeProcess } from '../helpers/serve';
+import { attempt, HttpConnection, type Attempt } from '../helpers/http';
+import { hammer, tally } from '../helpers/load';
+import { cpuTicks, suspend } from '../helpers/proc';
+import { sleep } from '../helpers/wait';
 
 /** The primary's RLIMIT_NOFILE: about 30 fds at rest, so some 18 for connections. */
 const LIMIT = 48;
@@ -29,19 +33,6 @@ async function startLimited(scope: Scope, workers = 2): Promise<ServeProcess> {
   const dir = tmpDir(scope);
   return startServe(['--listen', '127.0.0.1:0', '--workers', String(workers), '--control', path.join(dir, 'control.sock')],
     { owner: scope, prefix: ['prlimit', `--nofile=${LIMIT}:${LIMIT}`, '--'] });
-}
-
-function stopAll(scope: Scope, pids: number[]): void {
-  for (const pid of pids) process.kill(pid, 'SIGSTOP');
-  scope.defer(() => {
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGCONT');
-      } catch {
-        // gone
-      }
-    }
-  });
 }
 
 function failuresOf(results: Attempt[]): string[] {
@@ -56,7 +47,7 @@ test('EMFILE on accept: the primary at its RLIMIT_NOFILE stops accepting without
   const tree = await s.idleFds();
   assert.ok(tree.primary.size <= LIMIT - 12, `the primary holds ${tree.primary.size} fds at rest, too close to ${LIMIT} for this test`);
   const workers = [...tree.workers.keys()];
-  stopAll(scope, workers);
+  suspend(scope, workers);
 
   const replies = Array.from({ length: N }, (_, i) => attempt(l, `/e${i}`, 20_000));
   await s.waitEvent((e) => e.event === 'accept-error' && e.error === 'EMFILE', 10_000, 'accept-error EMFILE');
@@ -102,7 +93,7 @@ test('EMFILE and a worker killed meanwhile: the primary survives, respawns it wi
   const tree = await s.idleFds();
   const workers = [...tree.workers.keys()];
   const [victim, other] = workers as [number, number];
-  stopAll(scope, workers);
+  suspend(scope, workers);
 
   const replies = Array.from({ length: N }, (_, i) => attempt(l, `/k${i}`, 20_000));
   await s.waitEvent((e) => e.event === 'accept-error' && e.error === 'EMFILE', 10_000, 'accept-error EMFILE');

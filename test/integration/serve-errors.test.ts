@@ -8,19 +8,16 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { trackFds, tmpDir } from '../helpers/fds';
-import { startServe, runServe, freePort, alive, APPS, DEV_CERT, DEV_KEY, type ServeResult } from '../helpers/serve';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { APPS, DEV_CERT, DEV_KEY } from '../helpers/paths';
+import { startServe, runServe, type ServeResult } from '../helpers/serve';
+import { alive } from '../helpers/proc';
+import { freePort, listenAndClose } from '../helpers/sockets';
 
 /** Pids of the workers a failed run had spawned, from its log. */
 function spawnedWorkers(r: ServeResult): number[] {
-  return r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { event: string; pid: number })
-    .filter((e) => e.event === 'worker-spawn').map((e) => e.pid);
-}
-
-async function assertPortFree(port: number): Promise<void> {
-  const srv = net.createServer();
-  await new Promise<void>((res, rej) => srv.once('error', rej).listen(port, '127.0.0.1', () => res()));
-  await new Promise<void>((res) => srv.close(() => res()));
+  return r.events.filter((e) => e.event === 'worker-spawn').map((e) => e.pid as number);
 }
 
 test('address in use: another fdpass serve on the port, or the same port twice', async (t) => {
@@ -39,7 +36,7 @@ test('address in use: another fdpass serve on the port, or the same port twice',
     '--workers', '1', '--control', path.join(dir, 'c3.sock')]);
   assert.equal(twice.code, 1, twice.stderr);
   assert.match(twice.stderr, new RegExp(`^fdpass: bind 127\\.0\\.0\\.1:${free}: EADDRINUSE$`, 'm'));
-  await assertPortFree(free); // the first of the two listeners was closed again
+  await listenAndClose(free); // the port is free: the first of the two listeners was closed again
   assert.ok(!fs.existsSync(path.join(dir, 'c3.sock')));
 
   const ok = await first.stop();

@@ -16,8 +16,14 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { native, K } from '../../src/native';
-import { trackFds, tmpDir } from '../helpers/fds';
-import { startServe, request, HttpConnection, LoadLoop, alive, tally, sleep, APPS, DEV_CERT, DEV_KEY } from '../helpers/serve';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { APPS, DEV_CERT, DEV_KEY } from '../helpers/paths';
+import { startServe } from '../helpers/serve';
+import { request, HttpConnection } from '../helpers/http';
+import { ConnectionLoad, tally } from '../helpers/load';
+import { alive } from '../helpers/proc';
+import { sleep, waitFor } from '../helpers/wait';
 
 const LOOPS = 8;
 const SLOW = path.join(APPS, 'slow.js');
@@ -28,7 +34,7 @@ test('SIGHUP under load: no failed request; new requests go to generation 2; the
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'control.sock'), SLOW], { owner: scope });
   const tree = await s.idleFds();
   const gen1 = (await s.status()).workers.map((w) => w.pid!);
-  const load = new LoadLoop(s.listener('http'), LOOPS, { path: '/?ms=20' });
+  const load = new ConnectionLoad(s.listener('http'), { loops: LOOPS, path: '/?ms=20', keepAll: true });
   scope.defer(() => load.stop());
   await load.waitOk(40);
 
@@ -43,31 +49,25 @@ test('SIGHUP under load: no failed request; new requests go to generation 2; the
   const drained = await s.waitEvents((e) => e.event === 'worker-drained' && gen1.includes(e.pid as number), gen1.length, 10_000, 'old workers drained');
   assert.ok(drained.every((e) => e.redispatched === 0));
   // 60 requests that started after the switch (those in flight at it do not count).
-  for (const deadline = Date.now() + 10_000; load.records.filter((r) => r.start > switched).length < 60;) {
-    assert.ok(Date.now() < deadline, 'requests go on after the reload');
-    await new Promise((res) => setTimeout(res, 10));
-  }
+  await waitFor(() => load.successes.filter((r) => r.start > switched).length >= 60, { what: '60 requests answered after the reload' });
   await load.stop();
 
-  assert.deepEqual(load.failures.map((e) => e.message), [], 'no request failed during the reload');
-  const late = load.records.filter((r) => r.start > switched);
+  assert.deepEqual(load.failures.map((a) => `${a.code} (connected ${a.connected}, ${a.bytes} bytes)`), [], 'no request failed during the reload');
+  const late = load.successes.filter((r) => r.start > switched);
   assert.ok(late.length >= 60);
-  const lateWorkers = tally(late.map((r) => r.worker));
+  const lateWorkers = tally(late.map((r) => r.worker!));
   assert.deepEqual([...lateWorkers.keys()].filter((p) => !gen2.includes(p)), [], 'requests made after the reload are answered by generation 2');
   assert.equal(lateWorkers.size, 2, 'by both new workers');
   // Until all of generation 2 is ready (reload-done), generation 1 serves.
-  const early = load.records.filter((r) => r.end < switchedAtPrimary);
+  const early = load.successes.filter((r) => r.end < switchedAtPrimary);
   assert.deepEqual([...tally(early.map((r) => r.worker)).keys()].sort(), [...gen1].sort(), 'requests answered before reload-done: generation 1 only');
-  for (const pid of gen1) {
-    for (let i = 0; alive(pid) && i < 100; i++) await sleep(10);
-    assert.ok(!alive(pid), `old worker ${pid} exited`);
-  }
+  for (const pid of gen1) await waitFor(() => !alive(pid), { timeout: 1000, what: `old worker ${pid} exited` });
   const st = await s.status();
   assert.equal(st.primary.generation, 2);
   assert.deepEqual(st.workers.map((w) => [w.generation, w.state, w.restarts]), [[2, 'ready', 0], [2, 'ready', 0]]);
   assert.deepEqual(s.childPids().sort(), [...gen2].sort());
   await s.expectNoFdLeak(tree);
-  t.diagnostic(`${load.ok} requests, ${late.length} after the switch; by worker: ${JSON.stringify(Object.fromEntries(tally(load.records.map((r) => r.worker))))}`);
+  t.diagnostic(`${load.ok} requests, ${late.length} after the switch; by worker: ${JSON.stringify(Object.fromEntries(tally(load.successes.map((r) => r.worker))))}`);
 
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
@@ -77,7 +77,7 @@ test('SIGTERM under load: every established connection is answered, then connect
   const scope = await trackFds(t);
   const dir = tmpDir(scope);
   const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', path.join(dir, 'control.sock'), SLOW], { owner: scope });
-  const load = new LoadLoop(s.listener('http'), LOOPS, { path: '/?ms=20', refusedEnds: true });
+  const load = new ConnectionLoad(s.listener('http'), { loops: LOOPS, path: '/?ms=20', refusedEnds: true, keepAll: true });
   scope.defer(() => load.stop());
   await load.waitOk(40);
 
@@ -87,9 +87,9 @@ test('SIGTERM under load: every established connection is answered, then connect
   await load.done;
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.signal, null);
-  assert.deepEqual(load.failures.map((e) => `${(e as NodeJS.ErrnoException).code ?? ''} ${e.message}`), [], 'no request failed during the shutdown');
+  assert.deepEqual(load.failures.map((a) => `${a.code} (connected ${a.connected}, ${a.bytes} bytes)`), [], 'no request failed during the shutdown');
   assert.equal(load.refused, LOOPS, 'each loop ended on a refused connect');
-  const inFlight = load.records.filter((r) => r.start <= term && r.end > term).length;
+  const inFlight = load.successes.filter((r) => r.start <= term && r.end > term).length;
   t.diagnostic(`${load.ok} answered, ${inFlight} of them in flight at SIGTERM; stopped event: ${JSON.stringify(s.events('stopped')[0])}`);
   assert.ok(s.events('stopped').length === 1);
 });

@@ -9,11 +9,12 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, test } from 'node:test';
-import { trackFds, tmpDir } from '../helpers/fds';
-import {
-  startServe, request, HttpConnection, socketOwnersSs, socketOwnersProc, hasIPv6Loopback,
-  DEV_CERT, DEV_KEY, type ServeProcess, type ServeListener,
-} from '../helpers/serve';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { DEV_CERT, DEV_KEY } from '../helpers/paths';
+import { startServe, type ServeProcess, type ServeListener } from '../helpers/serve';
+import { request, HttpConnection } from '../helpers/http';
+import { socketOwnersSs, socketOwnersProc, hasIPv6Loopback } from '../helpers/sockets';
 
 let v6 = false;
 before(async () => {

@@ -8,11 +8,16 @@
  *   the primary holds none of them), then released: fds back to the start.
  */
 import * as assert from 'node:assert/strict';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { trackFds, tmpDir, openFds } from '../helpers/fds';
-import { startServe, hammer, rssKiB, sleep, ConnectionLoad, extraFds, type ServeProcess } from '../helpers/serve';
+import { trackFds } from '../helpers/scope';
+import { openFds, extraFds } from '../helpers/fds';
+import { tmpDir } from '../helpers/files';
+import { startServe, type ServeProcess } from '../helpers/serve';
+import { hammer, ConnectionLoad } from '../helpers/load';
+import { rssKiB } from '../helpers/proc';
+import { connectIdle } from '../helpers/sockets';
+import { sleep } from '../helpers/wait';
 
 const TOTAL = 20_000;
 const IDLE = 1_000;
@@ -49,15 +54,9 @@ test(`${TOTAL.toLocaleString('en-US')} new connections with a reload half-way, t
   const afterSoak = await s.expectNoFdLeak(tree);
 
   // Idle connections: connected, nothing sent (well within headersTimeout).
-  const idle: net.Socket[] = [];
+  const { sockets: idle, errors } = await connectIdle(l.host!, l.port!, IDLE);
   scope.defer(() => idle.forEach((c) => c.destroy()));
-  for (let i = 0; i < IDLE; i += 100) {
-    await Promise.all(Array.from({ length: Math.min(100, IDLE - i) }, () => new Promise<void>((resolve, reject) => {
-      const c = net.connect(l.port!, l.host!, () => resolve());
-      c.on('error', reject);
-      idle.push(c);
-    })));
-  }
+  assert.equal(errors, 0, 'every idle connection connected');
   const held = await s.waitStatus((x) => x.workers.reduce((a, w) => a + w.live, 0) === IDLE && x.primary.inflight === 0, 20_000, `${IDLE} live connections`);
   await sleep(50);
   assert.deepEqual(extraFds(afterSoak.primary, openFds(s.pid)), [], 'the primary holds none of the idle connections');

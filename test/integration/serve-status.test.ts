@@ -8,8 +8,11 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { trackFds, tmpDir } from '../helpers/fds';
-import { startServe, request, runCli, HttpConnection, type Status } from '../helpers/serve';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { startServe, type Status } from '../helpers/serve';
+import { runCli } from '../helpers/process';
+import { request, HttpConnection } from '../helpers/http';
 
 const NOBODY = 65534;
 const needsRoot = process.getuid!() === 0 ? {} : { skip: 'needs root to run the client as another user' };

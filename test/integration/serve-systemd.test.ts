@@ -9,8 +9,11 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { trackFds, tmpDir } from '../helpers/fds';
-import { ServeProcess, request, freePort, socketOwnersSs, type ServeListener } from '../helpers/serve';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { ServeProcess, type ServeListener } from '../helpers/serve';
+import { request } from '../helpers/http';
+import { freePort, socketOwnersSs } from '../helpers/sockets';
 
 const SD_ACTIVATE = '/usr/bin/systemd-socket-activate';
 const skip = fs.existsSync(SD_ACTIVATE) ? false : `${SD_ACTIVATE} is not installed (Debian: apt-get install systemd)`;
@@ -23,7 +26,7 @@ test('systemd-socket-activate: two named sockets taken with --listen systemd:NAM
     ['--listen', 'systemd:web', '--listen', 'systemd:admin', '--workers', '2', '--control', path.join(dir, 'control.sock')],
     { owner: scope, prefix: [SD_ACTIVATE, '-l', `127.0.0.1:${webPort}`, '-l', `127.0.0.1:${adminPort}`, '--fdname=web:admin'] },
   );
-  await s.waitStderr(new RegExp(`Listening on 127\\.0\\.0\\.1:${adminPort} as 4`));
+  await s.waitOutput(new RegExp(`Listening on 127\\.0\\.0\\.1:${adminPort} as 4`));
   const web: ServeListener = { name: 'web', address: `127.0.0.1:${webPort}`, tls: false, host: '127.0.0.1', port: webPort };
   const admin: ServeListener = { name: 'admin', address: `127.0.0.1:${adminPort}`, tls: false, host: '127.0.0.1', port: adminPort };
 
@@ -59,9 +62,9 @@ test('systemd: --listen systemd:NAME with no such fd is a clear start-up error',
   const port = await freePort();
   const s = new ServeProcess(['--listen', 'systemd:nope', '--workers', '1', '--control', path.join(dir, 'control.sock')],
     { owner: scope, prefix: [SD_ACTIVATE, '-l', `127.0.0.1:${port}`, '--fdname=web'] });
-  await s.waitStderr(/Listening on/);
+  await s.waitOutput(/Listening on/);
   // Trigger the exec; the connection itself is dropped when fdpass exits.
-  const trigger = request({ name: 'web', address: '', tls: false, host: '127.0.0.1', port }).catch((e: Error) => e);
+  const trigger = request({ address: '', tls: false, host: '127.0.0.1', port }).catch((e: Error) => e);
   const r = await s.exited;
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /fdpass: --listen systemd:nope: no such fd was passed \(LISTEN_FDS\/LISTEN_FDNAMES\): FDPASS_ERR_NO_SYSTEMD_FDS/);

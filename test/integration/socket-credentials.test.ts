@@ -9,7 +9,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { UnixSocket, UnixServer, type Credentials, type SocketType } from '../../src';
-import { trackFds, tmpDir, spawnNode, openFiles, openFds, fileId } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { openFds } from '../helpers/fds';
+import { waitFor } from '../helpers/wait';
+import { tmpDir, openFiles, fileId } from '../helpers/files';
+import { spawnNode } from '../helpers/process';
 
 const NOBODY = 65534;
 const isRoot = process.getuid!() === 0;
@@ -132,7 +136,7 @@ test('allow-list: a uid that is not allowed is refused before a byte is read, an
   const c = await UnixSocket.connect(address);
   scope.defer(() => c.close());
   await c.send('root here');
-  while (accepted.length === 0) await new Promise((r) => setTimeout(r, 5));
+  await waitFor(() => accepted.length > 0, { interval: 5, what: 'the root client accepted' });
   assert.equal((await accepted[0]!.receive({ timeout: 5000 })).text(), 'root here');
 });
 

@@ -8,7 +8,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { UnixSocket, UnixServer, type Message, type SocketType } from '../../src';
-import { trackFds, tmpDir, spawnNode, openFiles, openFds } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { openFds } from '../helpers/fds';
+import { tmpDir, openFiles } from '../helpers/files';
+import { spawnNode } from '../helpers/process';
 
 test('an fd that is not a number, or not an fd number, is a TypeError thrown synchronously', async (t) => {
   const scope = await trackFds(t);

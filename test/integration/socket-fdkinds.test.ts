@@ -12,7 +12,8 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import { UnixSocket, Fd } from '../../src';
-import { trackFds, tmpDir, fileId } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir, fileId } from '../helpers/files';
 
 async function roundTrip(scope: { defer(fn: () => unknown): void }, fds: Parameters<UnixSocket['send']>[0] extends infer M ? M extends { fds?: infer F } ? F : never : never) {
   const [a, b] = UnixSocket.pair({ type: 'seqpacket' });

@@ -6,7 +6,9 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UnixSocket, MAX_FDS, type Message, type SocketType } from '../../src';
-import { trackFds, tmpDir, spawnNode, fileId, openFiles } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir, fileId, openFiles } from '../helpers/files';
+import { spawnNode } from '../helpers/process';
 
 const MiB = 1024 * 1024;
 const FD_COUNTS = [0, 1, 2, 0, 3, MAX_FDS, 1, 0, 7, 64, 0, 2, 1, 128, 0, 5, 31];

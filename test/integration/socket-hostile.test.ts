@@ -14,23 +14,17 @@ import {
   type Message, type SocketType,
 } from '../../src';
 import { native, K } from '../../src/native';
-import { trackFds, tmpDir, openFiles, openFds } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { openFds } from '../helpers/fds';
+import { waitFor, waitSteady } from '../helpers/wait';
+import { tmpDir, openFiles } from '../helpers/files';
 
 /** How many fds of this process refer to `path`. */
 const copiesOf = (path: string) => [...openFds().values()].filter((t) => t === path).length;
-const tick = () => new Promise((r) => setTimeout(r, 10));
 
-/** Waits until `f()` has returned the same value `times` times in a row, 10 ms apart. */
-async function settled(f: () => number, times = 5, limitMs = 5000): Promise<number> {
-  const deadline = Date.now() + limitMs;
-  let last = f();
-  for (let same = 0; same < times && Date.now() < deadline;) {
-    await tick();
-    const v = f();
-    same = v === last ? same + 1 : 0;
-    last = v;
-  }
-  return last;
+/** `f()` once it has returned the same value 5 times in a row, 10 ms apart (after 5 s: its value then). */
+function settled(f: () => number): Promise<number> {
+  return waitSteady(f, { times: 5, interval: 10, timeout: 5000 }).catch(() => f());
 }
 
 for (const type of ['seqpacket', 'stream'] as SocketType[]) {
@@ -199,8 +193,7 @@ for (const type of ['seqpacket', 'stream'] as SocketType[]) {
     })();
     // Read-ahead fills up to maxBufferedFds, then stops: wait for the first,
     // then make sure it stays there.
-    const deadline = Date.now() + 10_000;
-    while (openFds().size - base < MAXBUF && Date.now() < deadline) await tick();
+    await waitFor(() => openFds().size - base >= MAXBUF, { timeout: 10_000, what: 'read-ahead up to maxBufferedFds' });
     const held = await settled(() => openFds().size) - base;
     assert.ok(held >= MAXBUF, `read-ahead stopped early: ${held} fds`);
     // At most maxBufferedFds + one message unread (and, on a stream, one

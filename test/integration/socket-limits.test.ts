@@ -13,7 +13,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { UnixSocket, Channel, withFds, type SocketType } from '../../src';
-import { trackFds, tmpDir, spawnNode, openFiles, assertNoFdLeak, fileId } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { assertNoFdLeak } from '../helpers/fds';
+import { tmpDir, openFiles, fileId } from '../helpers/files';
+import { spawnNode } from '../helpers/process';
 
 // The child starts with about 25 fds (stdio, fd 3, the runtime's own), so a
 // limit of 40 leaves it room for about 15: far fewer than the 50 we send.

@@ -7,7 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { UnixSocket, UnixServer, type SocketType } from '../../src';
-import { trackFds, tmpDir, spawnNode, fileId, openFiles, abstractName } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir, fileId, openFiles, abstractName } from '../helpers/files';
+import { spawnNode } from '../helpers/process';
 
 interface DgramReport {
   len: number;

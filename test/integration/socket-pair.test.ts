@@ -7,7 +7,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { UnixSocket, MAX_FDS, type SocketType } from '../../src';
-import { trackFds, tmpDir, spawnNode, fileId, openFiles, openFds } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { openFds } from '../helpers/fds';
+import { tmpDir, fileId, openFiles } from '../helpers/files';
+import { spawnNode } from '../helpers/process';
 
 const TYPES: SocketType[] = ['stream', 'seqpacket', 'dgram'];
 

@@ -5,11 +5,10 @@
  */
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import { UnixSocket } from '../../src';
-import { trackFds, FIXTURES } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { spawnNode } from '../helpers/process';
 
 const CASES = [
   // [socket type, receiver RLIMIT_NOFILE, maxBufferedFds ('0': the default)]
@@ -25,18 +24,14 @@ for (const [type, nofile, cap] of CASES) {
     const scope = await trackFds(t);
     const [mine, theirs] = UnixSocket.pair({ type });
     scope.defer(() => mine.close());
-    const child = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, '--', process.execPath, path.join(FIXTURES, 'readahead-receiver.js'), '40', cap],
-      { stdio: ['ignore', 'pipe', 'inherit', theirs.fd] });
+    const child = spawnNode('readahead-receiver.js', ['40', cap], { fds: [theirs.fd], nofile, owner: scope });
     theirs.close();
-    let out = '';
-    child.stdout!.on('data', (d) => (out += d));
-    const exited = new Promise<number | null>((res) => child.on('exit', res));
     const fd = fs.openSync('/dev/null', 'r');
     scope.defer(() => fs.closeSync(fd));
     const fds = Array(50).fill(fd);
     await Promise.all(Array.from({ length: 40 }, () => mine.send({ data: 'x', fds })));
-    assert.equal(await exited, 0, out);
-    const r = JSON.parse(out) as { fds: number; truncated: number };
+    const r = await child.next<{ fds: number; truncated: number }>();
+    await child.done();
     assert.deepEqual({ fds: r.fds, truncated: r.truncated }, { fds: 2000, truncated: 0 });
   });
 }

@@ -5,23 +5,18 @@
  * thrown at the user.
  */
 import * as assert from 'node:assert/strict';
-import * as path from 'node:path';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { UnixSocket } from '../../src';
-import { trackFds, FIXTURES } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { spawnNode } from '../helpers/process';
 
 test('ETOOMANYREFS is hit by an unprivileged sender and waited out by send()', { skip: process.getuid!() !== 0 && 'needs root to switch to nobody' }, async (t) => {
   const scope = await trackFds(t);
   const [mine, theirs] = UnixSocket.pair({ type: 'seqpacket' });
   scope.defer(() => mine.close());
-  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--',
-    'prlimit', '--nofile=64:64', '--', process.execPath, path.join(FIXTURES, 'toomanyrefs-sender.js'), '20'],
-  { stdio: ['ignore', 'pipe', 'inherit', theirs.fd] });
+  const child = spawnNode('toomanyrefs-sender.js', ['20'], { fds: [theirs.fd], uid: 65534, gid: 65534, nofile: 64, owner: scope });
   theirs.close();
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const first = JSON.parse((await lines.next()).value as string);
+  const first = await child.next<{ hit: boolean; raw: number }>();
   assert.equal(first.hit, true, `the kernel never refused: ${JSON.stringify(first)}`);
   // Only now read: the queued messages drain and the waiting sends go through.
   let fds = 0;
@@ -33,7 +28,6 @@ test('ETOOMANYREFS is hit by an unprivileged sender and waited out by send()', {
     if (++msgs === expected) break;
   }
   assert.equal(fds, expected * 10);
-  assert.deepEqual(JSON.parse((await lines.next()).value as string), { sent: 20 });
-  const code = await new Promise((res) => child.on('exit', res));
-  assert.equal(code, 0);
+  assert.deepEqual(await child.next(), { sent: 20 });
+  await child.done();
 });
