@@ -9,7 +9,9 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { trackFds, tmpDir, childEnv } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { childEnv } from '../helpers/process';
 
 const DIST_SRC = path.resolve(__dirname, '..', '..', 'src');
 

@@ -15,7 +15,8 @@ import * as fs from 'node:fs';
 import { test } from 'node:test';
 import { native, K, type PollHandle } from '../../src/native';
 import { EBADF } from '../../src/errno';
-import { trackFds, spawnNode, childEnv, type Scope } from '../helpers/fds';
+import { trackFds, type Scope } from '../helpers/scope';
+import { spawnNode, childEnv } from '../helpers/process';
 
 /** A socketpair whose ends the scope closes. */
 function pair(scope: Scope): [number, number] {

@@ -16,7 +16,10 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { openFds, findFdLeaks, trackFds, tmpDir, childEnv } from '../helpers/fds';
+import { openFds, findFdLeaks } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { childEnv } from '../helpers/process';
 import { openListeners, type ListenerSpec } from '../../src/serve/listeners';
 
 const ROLE = 'listen-cleanup-child';

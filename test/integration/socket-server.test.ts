@@ -19,7 +19,9 @@ import { test } from 'node:test';
 import { UnixSocket, UnixServer } from '../../src';
 import { K } from '../../src/native';
 import { listenUnix } from '../../src/socket/bind';
-import { trackFds, tmpDir, spawnNode } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { spawnNode } from '../helpers/process';
 
 /** Accept errors after which the back-off is 1 s: 10, 20, ... 640, 1000 ms. */
 const ERRORS_TO_FULL_BACKOFF = 8;
