@@ -4,14 +4,15 @@
  * meanwhile), its report parsed.
  */
 import { spawnSync, execFileSync } from 'node:child_process';
+import * as path from 'node:path';
 import { Child } from '../test/helpers/process';
 
 /** Fails unless wrk is on PATH; with `install`, installs the Debian package first. */
 export function ensureWrk(o: { install?: boolean } = {}): void {
   if (spawnSync('wrk', ['--version']).error === undefined) return;
   if (!o.install) throw new Error('wrk not found (Debian: apt-get install wrk)');
-  process.stderr.write('wrk not found: installing the Debian package\n');
-  execFileSync('sh', ['-c', 'apt-get update -qq && apt-get install -y -qq wrk'], { stdio: 'inherit' });
+  execFileSync('sh', [path.join(__dirname, '..', '..', 'scripts', 'debian-deps.sh'), 'wrk'], { stdio: 'inherit' });
+  if (spawnSync('wrk', ['--version']).error !== undefined) throw new Error('wrk not found and could not be installed (Debian: apt-get install wrk)');
 }
 
 export interface WrkResult {
