@@ -35,7 +35,7 @@ import type { Fd, FdLike } from '../socket/fd';
 import { encodeChannel, decodeChannel, Kind } from './codec';
 import { ReplyWithFds, outgoing, requestOptions, releaseFds, type Outgoing } from './outgoing';
 import {
-  abortError, invalidArg, ProtocolError, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError,
+  abortError, invalidArg, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError,
   ControlTruncatedError, UnexpectedFdsError, NoHandlerError,
 } from '../errors';
 import { MAX_FDS } from '../socket/frame';
@@ -242,7 +242,7 @@ export class Channel extends EventEmitter {
       f = decodeChannel(m.data);
     } catch (err) {
       m.close();
-      this.emit('error', new ProtocolError('bad-channel-message', `bad channel message: ${(err as Error).message}`));
+      this.emit('error', err); // a ChannelDecodeError: what was wrong, for people and programs
       this.close();
       return;
     }
