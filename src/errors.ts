@@ -145,6 +145,22 @@ export class FdFloodError extends ProtocolError {
   }
 }
 
+/** What is wrong with a channel message that does not decode (codec.ts):
+ * too short for its header, an unknown version or kind, a type length out
+ * of range or past the end, a type that is not UTF-8, a body that is not
+ * JSON, a request or reply with id 0. */
+export type ChannelDecodeProblem = 'short' | 'version' | 'kind' | 'type-length' | 'type-utf8' | 'json' | 'no-id';
+
+/** A channel message that does not decode: reason 'bad-channel-message',
+ * and `problem` says which rule it broke. The channel is closed. */
+export class ChannelDecodeError extends ProtocolError {
+  readonly problem: ChannelDecodeProblem;
+  constructor(problem: ChannelDecodeProblem, message: string) {
+    super('bad-channel-message', `bad channel message: ${message}`);
+    this.problem = problem;
+  }
+}
+
 /** A peer that the allow-list refused. */
 export class PeerRefusedError extends FdpassError {
   constructor(message: string) {
@@ -175,8 +191,9 @@ export class ChannelMessageError extends FdpassError {
   }
 }
 
-/** No handler for a request's type on the other side of a channel (the
- * error reply's code; also thrown locally by Channel.dispatch). */
+/** No handler for a request's type: what a Channel answers such a request
+ * with (the requester sees it as a RemoteError whose remoteCode is this
+ * code). */
 export class NoHandlerError extends FdpassError {
   readonly type: string;
   constructor(type: string) {
@@ -202,9 +219,13 @@ export class AddonLoadError extends FdpassError {
 }
 
 /** `fdpass serve`: the configuration cannot work (a TLS listener without a
- * certificate, say). Nothing was started. */
+ * certificate, say). Nothing was started. The codes: NO_CERT (a tls
+ * listener and no --cert/--key), BAD_CERT (a certificate and key that TLS
+ * refuses; `cause` says why), NO_SYSTEMD_FDS, BAD_APP (an APP that exports
+ * nothing servable), NO_SERVER (a listener the worker has no server for),
+ * NOT_A_WORKER (Worker.fromPrimary() in a process the primary did not start). */
 export class ServeConfigError extends FdpassError {
-  constructor(code: 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP' | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER',
+  constructor(code: 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_BAD_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP' | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER',
     message: string, options?: { cause?: unknown }) {
     super(code, message, options);
   }

@@ -14,9 +14,9 @@ export { FrameDecoder, encodeFrame, HEADER_SIZE, MAX_FDS } from './socket/frame'
 export {
   FdpassError, SocketClosedError, ControlTruncatedError, MessageTruncatedError, ProtocolError,
   UnexpectedFdsError, FdFloodError,
-  PeerRefusedError, TimeoutError, RemoteError, ChannelMessageError, errnoError,
+  PeerRefusedError, TimeoutError, RemoteError, ChannelMessageError, ChannelDecodeError, NoHandlerError, errnoError,
 } from './errors';
-export type { ErrnoError } from './errors';
+export type { ErrnoError, ProtocolReason, ChannelDecodeProblem } from './errors';
 export { Channel, withFds, ReplyWithFds, CHANNEL_FD_ENV } from './channel/channel';
 export type { ChannelMessage, RequestOptions, Handler, HandlerOptions, ChannelOptions } from './channel/channel';
 export { encodeChannel, decodeChannel } from './channel/codec';

@@ -6,9 +6,13 @@
  * (Channel.connect, or wrap a server's connections).
  *
  *   post(type, payload, fds)            one way
- *   request(type, payload, opts)        resolves with the reply; timeout, signal
+ *   request(type, payload, opts)        resolves with the reply; fds, timeout, signal
  *   handle(type, fn, { maxFds })        answers requests (and takes posts) of a type
  *   'message' event                     posts that no handler took
+ *
+ * fds go with a message as an array argument or as a withFds(payload, fds)
+ * payload (outgoing.ts); a call that cannot send its fds throws, it never
+ * sends the message without them.
  *
  * Ownership: fds sent are borrowed, as with UnixSocket.send(). fds received
  * belong to the ChannelMessage (or Reply); whatever a handler or listener did
@@ -27,12 +31,12 @@ import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { UnixSocket, type SocketOptions } from '../socket/socket';
 import { Message } from '../socket/message';
-import { Fd, fdNumber, type FdLike } from '../socket/fd';
-import { native } from '../native';
+import type { Fd, FdLike } from '../socket/fd';
 import { encodeChannel, decodeChannel, Kind } from './codec';
+import { ReplyWithFds, outgoing, requestOptions, releaseFds, type Outgoing } from './outgoing';
 import {
-  abortError, invalidArg, ProtocolError, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError,
-  ControlTruncatedError, UnexpectedFdsError,
+  abortError, invalidArg, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError,
+  ControlTruncatedError, UnexpectedFdsError, NoHandlerError,
 } from '../errors';
 import { MAX_FDS } from '../socket/frame';
 
@@ -46,23 +50,14 @@ export interface ChannelMessage<T = unknown> {
 }
 
 export interface RequestOptions {
+  /** Borrowed until sent, as with post(); or give a withFds() payload. */
   fds?: readonly FdLike[];
   /** Milliseconds, default the channel's (30 s). */
   timeout?: number;
   signal?: AbortSignal;
 }
 
-/**
- * A handler's answer with fds: `return withFds(payload, [fd])`. The fds are
- * borrowed until the reply is sent; with `{ transfer: true }` they are the
- * channel's, closed once the reply went (or failed), so that a handler can
- * open a file, answer with it and forget it.
- */
-export class ReplyWithFds {
-  constructor(readonly payload: unknown, readonly fds: readonly FdLike[], readonly transfer = false) {}
-}
-export const withFds = (payload: unknown, fds: readonly FdLike[], options: { transfer?: boolean } = {}) =>
-  new ReplyWithFds(payload, fds, Boolean(options.transfer));
+export { ReplyWithFds, withFds } from './outgoing';
 
 export type Handler = (payload: any, msg: ChannelMessage) => unknown;
 
@@ -170,21 +165,32 @@ export class Channel extends EventEmitter {
     return this;
   }
 
-  /** Sends a one-way message. */
+  /**
+   * Sends a one-way message; `fds` (or a withFds() payload) are borrowed
+   * until the promise settles. Bad arguments throw at once.
+   */
   post(type: string, payload?: unknown, fds?: readonly FdLike[]): Promise<void> {
-    return this.socket.send({ data: encodeChannel(Kind.Post, 0, type, payload), fds });
+    return this.#send(Kind.Post, 0, type, outgoing(payload, fds, 'post()'));
   }
 
-  /** Sends a request and resolves with the reply (its fds owned by it). */
-  request<T = unknown>(type: string, payload?: unknown, options: RequestOptions = {}): Promise<ChannelMessage<T>> {
-    const { signal } = options;
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    if (this.#closed) return Promise.reject(new SocketClosedError('channel is closed'));
+  /**
+   * Sends a request and resolves with the reply (its fds owned by it). fds
+   * go as `options.fds`, as an array in place of the options, or as a
+   * withFds() payload. Bad arguments throw at once.
+   */
+  request<T = unknown>(type: string, payload?: unknown, options?: RequestOptions | readonly FdLike[]): Promise<ChannelMessage<T>> {
+    const opts = requestOptions<RequestOptions>(options);
+    const out = outgoing(payload, opts.fds, 'request()');
+    const { signal } = opts;
+    if (signal?.aborted || this.#closed) {
+      releaseFds(out);
+      return Promise.reject(signal?.aborted ? abortError(signal) : new SocketClosedError('channel is closed'));
+    }
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
-    const data = encodeChannel(Kind.Request, id, type, payload);
+    const sent = this.#send(Kind.Request, id, type, out);
     return new Promise<ChannelMessage<T>>((resolve, reject) => {
-      const timeout = options.timeout ?? this.#timeout;
+      const timeout = opts.timeout ?? this.#timeout;
       const onAbort = () => {
         this.#pending.delete(id);
         p.cleanup();
@@ -205,7 +211,7 @@ export class Channel extends EventEmitter {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#pending.set(id, p);
-      this.socket.send({ data, fds: options.fds }).catch((err: Error) => {
+      sent.catch((err: Error) => {
         if (this.#pending.delete(id)) {
           p.cleanup();
           reject(err);
@@ -214,13 +220,29 @@ export class Channel extends EventEmitter {
     });
   }
 
+  /**
+   * Sends one channel message. What cannot be sent (a body that is not
+   * JSON, fds that are not fds) throws at once; transferred fds are closed
+   * once the message went, failed, or could not be sent.
+   */
+  #send(kind: Kind, id: number, type: string, out: Outgoing): Promise<void> {
+    let sent: Promise<void>;
+    try {
+      sent = this.socket.send({ data: encodeChannel(kind, id, type, out.body), fds: out.fds });
+    } catch (err) {
+      releaseFds(out);
+      throw err;
+    }
+    return out.transfer ? sent.finally(() => releaseFds(out)) : sent;
+  }
+
   #onMessage(m: Message): void {
     let f;
     try {
       f = decodeChannel(m.data);
     } catch (err) {
       m.close();
-      this.emit('error', new ProtocolError('bad-channel-message', `bad channel message: ${(err as Error).message}`));
+      this.emit('error', err); // a ChannelDecodeError: what was wrong, for people and programs
       this.close();
       return;
     }
@@ -259,7 +281,10 @@ export class Channel extends EventEmitter {
     if (handler) {
       // A post has nobody to answer: a handler's failure is this side's
       // 'error' (never an unhandled rejection, which would end the process).
-      void this.#run(handler, msg).catch((err: unknown) => {
+      // Its answer goes nowhere; fds it transferred to the channel are closed.
+      void this.#run(handler, msg).then((r) => {
+        if (r instanceof ReplyWithFds) releaseFds(r);
+      }, (err: unknown) => {
         if (!this.#closed) this.emit('error', err);
       }).finally(() => m.close());
     } else if (this.listenerCount('message') > 0) {
@@ -280,35 +305,38 @@ export class Channel extends EventEmitter {
 
   async #answer(id: number, type: string, handler: Handler | undefined, msg: ChannelMessage): Promise<void> {
     let kind = Kind.Reply;
-    let body: unknown;
-    let fds: readonly FdLike[] | undefined;
-    let transfer = false;
+    let out: Outgoing;
     try {
-      if (!handler) throw Object.assign(new Error(`no handler for '${type}'`), { code: 'FDPASS_ERR_NO_HANDLER' });
-      const r = await this.#run(handler, msg);
-      if (r instanceof ReplyWithFds) {
-        body = r.payload;
-        fds = r.fds;
-        transfer = r.transfer;
-      } else body = r;
+      if (!handler) throw new NoHandlerError(type);
+      out = outgoing(await this.#run(handler, msg), undefined, 'a handler\'s answer');
     } catch (err) {
       kind = Kind.ErrorReply;
-      const e = err as { message?: unknown; code?: unknown } | null | undefined;
-      body = { message: printable(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : undefined };
+      out = errorReply(err);
     } finally {
       msg.message.close();
     }
-    await this.#reply(kind, id, type, body, fds, transfer);
+    this.#reply(kind, id, type, out);
   }
 
-  async #reply(kind: Kind, id: number, type: string, body: unknown, fds: readonly FdLike[] | undefined, transfer: boolean): Promise<void> {
-    try {
-      if (!this.#closed) await this.socket.send({ data: encodeChannel(kind, id, type, body), fds });
-    } catch (err) {
-      if (!this.#closed) this.emit('error', err);
-    } finally {
-      if (transfer && fds) for (const fd of fds) closeFdLike(fd);
+  /**
+   * Answers request `id`. An answer that cannot be sent (not JSON, a
+   * withFds inside it, fds that are not fds) is the handler's failure: the
+   * requester gets it as the error reply, not a timeout.
+   */
+  #reply(kind: Kind, id: number, type: string, out: Outgoing): void {
+    if (this.#closed) {
+      releaseFds(out);
+      return;
     }
+    let sent: Promise<void>;
+    try {
+      sent = this.#send(kind, id, type, out);
+    } catch (err) {
+      sent = this.#send(Kind.ErrorReply, id, type, errorReply(err));
+    }
+    sent.catch((err: unknown) => {
+      if (!this.#closed) this.emit('error', err);
+    });
   }
 
   /**
@@ -335,7 +363,7 @@ export class Channel extends EventEmitter {
           return;
         }
       } else if (f && f.kind === Kind.Request) {
-        void this.#reply(Kind.ErrorReply, f.id, f.type, { message: err.message, code: err.code }, undefined, false);
+        this.#reply(Kind.ErrorReply, f.id, f.type, errorReply(err));
       }
     }
     this.emit('error', err);
@@ -363,6 +391,13 @@ export class Channel extends EventEmitter {
   }
 }
 
+/** The body of an error reply: the thrown value's message and, when it has
+ * a string one, its code (docs/protocol.md). */
+function errorReply(err: unknown): Outgoing {
+  const e = err as { message?: unknown; code?: unknown } | null | undefined;
+  return { body: { message: printable(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : undefined }, fds: undefined, transfer: false };
+}
+
 /** String(v), for anything a handler may throw (String() itself throws
  * for an object without a usable toString). */
 function printable(v: unknown): string {
@@ -371,12 +406,4 @@ function printable(v: unknown): string {
   } catch {
     return Object.prototype.toString.call(v);
   }
-}
-
-function closeFdLike(x: FdLike): void {
-  if (x instanceof Fd) x.close();
-  else if (typeof x === 'number') native.close(x);
-  else if (typeof (x as { close?: unknown }).close === 'function') {
-    void Promise.resolve((x as { close: () => unknown }).close()).catch(() => {});
-  } else native.close(fdNumber(x));
 }

@@ -12,6 +12,7 @@
  */
 
 import { isUtf8 } from 'node:buffer';
+import { ChannelDecodeError, invalidArg } from '../errors';
 
 export const CHANNEL_VERSION = 1;
 export const enum Kind {
@@ -30,11 +31,13 @@ export interface ChannelFrame {
   body: unknown;
 }
 
+/** Throws a RangeError for a type of 0 or more than 256 bytes, a TypeError
+ * for a body JSON cannot carry (a withFds() inside it among them). */
 export function encodeChannel(kind: Kind, id: number, type: string, body: unknown): Buffer {
   const t = Buffer.from(type, 'utf8');
   if (t.length === 0 || t.length > MAX_TYPE_LENGTH) throw new RangeError(`message type must be 1..${MAX_TYPE_LENGTH} bytes, got ${t.length}`);
   const json = body === undefined ? '' : JSON.stringify(body);
-  if (json === undefined) throw new TypeError('payload is not JSON-serialisable');
+  if (json === undefined) throw invalidArg(`payload of '${type}' is not JSON-serialisable`);
   const b = Buffer.from(json, 'utf8');
   const out = Buffer.allocUnsafe(HEAD + t.length + b.length);
   out[0] = CHANNEL_VERSION;
@@ -46,20 +49,20 @@ export function encodeChannel(kind: Kind, id: number, type: string, body: unknow
   return out;
 }
 
-/** Decodes a channel message; throws an Error saying what is wrong. */
+/** Decodes a channel message; throws a ChannelDecodeError saying what is wrong. */
 export function decodeChannel(buf: Uint8Array): ChannelFrame {
-  if (buf.length < HEAD) throw new Error(`channel message of ${buf.length} bytes is shorter than its ${HEAD}-byte header`);
+  if (buf.length < HEAD) throw new ChannelDecodeError('short', `channel message of ${buf.length} bytes is shorter than its ${HEAD}-byte header`);
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (b[0] !== CHANNEL_VERSION) throw new Error(`channel version ${b[0]} (expected ${CHANNEL_VERSION})`);
+  if (b[0] !== CHANNEL_VERSION) throw new ChannelDecodeError('version', `channel version ${b[0]} (expected ${CHANNEL_VERSION})`);
   const kind = b[1]!;
-  if (kind > Kind.ErrorReply) throw new Error(`unknown channel message kind ${kind}`);
+  if (kind > Kind.ErrorReply) throw new ChannelDecodeError('kind', `unknown channel message kind ${kind}`);
   const id = b.readUInt32LE(2);
   const tlen = b.readUInt16LE(6);
-  if (tlen === 0 || tlen > MAX_TYPE_LENGTH) throw new Error(`type length ${tlen} out of range 1..${MAX_TYPE_LENGTH}`);
-  if (HEAD + tlen > b.length) throw new Error(`type length ${tlen} runs past the end of a ${b.length}-byte message`);
+  if (tlen === 0 || tlen > MAX_TYPE_LENGTH) throw new ChannelDecodeError('type-length', `type length ${tlen} out of range 1..${MAX_TYPE_LENGTH}`);
+  if (HEAD + tlen > b.length) throw new ChannelDecodeError('type-length', `type length ${tlen} runs past the end of a ${b.length}-byte message`);
   // A type that is not UTF-8 would come back altered (and maybe longer than
   // 256 bytes) in the reply: refuse it here.
-  if (!isUtf8(b.subarray(HEAD, HEAD + tlen))) throw new Error('type is not valid UTF-8');
+  if (!isUtf8(b.subarray(HEAD, HEAD + tlen))) throw new ChannelDecodeError('type-utf8', 'type is not valid UTF-8');
   const type = b.toString('utf8', HEAD, HEAD + tlen);
   const rest = b.subarray(HEAD + tlen);
   let body: unknown;
@@ -67,11 +70,11 @@ export function decodeChannel(buf: Uint8Array): ChannelFrame {
     try {
       body = JSON.parse(rest.toString('utf8'));
     } catch (err) {
-      throw new Error(`body of '${type}' is not valid JSON: ${(err as Error).message}`);
+      throw new ChannelDecodeError('json', `body of '${type}' is not valid JSON: ${(err as Error).message}`);
     }
   }
   if ((kind === Kind.Request || kind === Kind.Reply || kind === Kind.ErrorReply) && id === 0) {
-    throw new Error(`${kind === Kind.Request ? 'request' : 'reply'} '${type}' without a correlation id`);
+    throw new ChannelDecodeError('no-id', `${kind === Kind.Request ? 'request' : 'reply'} '${type}' without a correlation id`);
   }
   return { kind, id, type, body };
 }

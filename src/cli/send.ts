@@ -24,13 +24,8 @@ export async function send(args: string[]): Promise<void> {
 
   const fds: number[] = [];
   try {
-    for (const f of files) {
-      try {
-        fds.push(fs.openSync(f, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o666));
-      } catch (err) {
-        throw Object.assign(new Error(`open ${f}`), { code: (err as NodeJS.ErrnoException).code });
-      }
-    }
+    // fs's error says "open FILE" (syscall and path) and its code.
+    for (const f of files) fds.push(fs.openSync(f, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o666));
     const sock = await open(mode, address, type, raw);
     try {
       await sock.send({ data, fds, credentials: values.credentials, to: type === 'dgram' ? address : undefined });

@@ -13,6 +13,7 @@ import { Primary, STRATEGIES, type Strategy } from '../serve/primary';
 import { parseListen } from '../serve/listeners';
 import { startControl, defaultControlPath } from '../serve/control';
 import { UsageError } from './args';
+import { errnoError, ServeConfigError } from '../errors';
 
 const DEV_CERT = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.crt');
 const DEV_KEY = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.key');
@@ -58,7 +59,7 @@ export async function serve(args: string[]): Promise<void> {
   }
   if (cert && key) checkCertificate(cert, key);
   const app = positionals[0] && path.resolve(positionals[0]);
-  if (app && !fs.existsSync(app)) throw Object.assign(new Error(`APP ${app}`), { code: 'ENOENT' });
+  if (app) mustExist(app);
 
   const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout, readyTimeout });
   const controlPath = values.control ?? defaultControlPath();
@@ -89,7 +90,18 @@ export async function serve(args: string[]): Promise<void> {
   process.stderr.write(`fdpass: ${workers} workers, ${strategy}; control socket ${controlPath}; pid ${process.pid}\n`);
 }
 
-/** An unreadable or invalid certificate is a start-up error, not a worker's. */
+/** A missing APP is named before anything starts ("fdpass: APP PATH: ENOENT"),
+ * not by every worker failing to load it. */
+function mustExist(app: string): void {
+  try {
+    fs.statSync(app);
+  } catch (err) {
+    throw systemError(err, 'APP', app);
+  }
+}
+
+/** An unreadable or invalid certificate is a start-up error, not a worker's:
+ * "fdpass: read PATH: ENOENT", or FDPASS_ERR_BAD_CERT with TLS's reason. */
 function checkCertificate(cert: string, key: string): void {
   let c: Buffer;
   let k: Buffer;
@@ -97,13 +109,18 @@ function checkCertificate(cert: string, key: string): void {
     c = fs.readFileSync(cert);
     k = fs.readFileSync(key);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw Object.assign(new Error(`read ${e.path ?? cert}`), { code: e.code });
+    throw systemError(err, 'read', (err as NodeJS.ErrnoException).path ?? cert);
   }
   try {
     tls.createSecureContext({ cert: c, key: k });
   } catch (err) {
-    const e = err as { code?: string; message: string };
-    throw Object.assign(new Error(`--cert ${cert} --key ${key}: invalid (${e.message})`), { code: e.code ?? 'ERR_INVALID_CERT' });
+    throw new ServeConfigError('FDPASS_ERR_BAD_CERT', `--cert ${cert} --key ${key}: invalid (${(err as Error).message})`, { cause: err });
   }
+}
+
+/** fs's error as a Node-style system error saying what `what` failed on; an
+ * error without an errno is passed on as it is. */
+function systemError(err: unknown, what: string, file: string): unknown {
+  const errno = (err as NodeJS.ErrnoException).errno;
+  return typeof errno === 'number' && errno < 0 ? errnoError(errno, what, file) : err;
 }

@@ -20,6 +20,7 @@
  *               holds them and hands them to another worker
  * Little-endian throughout.
  */
+import { ProtocolError } from '../errors';
 
 export const enum Op {
   Conns = 1,
@@ -103,65 +104,79 @@ export function encodeJson(op: Op.Ready | Op.Failed, body: unknown): Buffer {
   return Buffer.concat([Buffer.from([op]), Buffer.from(JSON.stringify(body), 'utf8')]);
 }
 
-/** Decodes what a worker sent; throws an Error saying what is wrong. */
+/** Decodes what a worker sent; throws a ProtocolError ('bad-worker-message')
+ * saying what is wrong. */
 export function decodeWorkerMessage(b: Buffer): WorkerMessage {
-  if (b.length < 1) throw new Error('empty message');
+  if (b.length < 1) throw fromWorker('empty message');
   switch (b[0]) {
     case Op.Ready: {
       const body = parseJson(b);
-      if (!Number.isInteger((body as { pid?: unknown }).pid)) throw new Error('READY without a pid');
+      if (!Number.isInteger((body as { pid?: unknown }).pid)) throw fromWorker('READY without a pid');
       return { op: Op.Ready, pid: (body as { pid: number }).pid };
     }
     case Op.Failed:
       return { op: Op.Failed, message: String((parseJson(b) as { message?: unknown }).message ?? 'unknown error') };
     case Op.Ack: {
-      if (b.length < 8) throw new Error(`ACK of ${b.length} bytes`);
+      if (b.length < 8) throw fromWorker(`ACK of ${b.length} bytes`);
       const n = b.readUInt16LE(2);
-      if (b.length !== 8 + 4 * n) throw new Error(`ACK of ${n} ids in ${b.length} bytes`);
+      if (b.length !== 8 + 4 * n) throw fromWorker(`ACK of ${n} ids in ${b.length} bytes`);
       const ids = new Uint32Array(n);
       for (let i = 0; i < n; i++) ids[i] = b.readUInt32LE(8 + 4 * i);
       return { op: Op.Ack, live: b.readUInt32LE(4), ids };
     }
     case Op.Load:
-      if (b.length !== 12) throw new Error(`LOAD of ${b.length} bytes`);
+      if (b.length !== 12) throw fromWorker(`LOAD of ${b.length} bytes`);
       return { op: Op.Load, live: b.readUInt32LE(4), requests: b.readUInt32LE(8) };
     case Op.Lost:
-      if (b.length !== 8) throw new Error(`LOST of ${b.length} bytes`);
+      if (b.length !== 8) throw fromWorker(`LOST of ${b.length} bytes`);
       return { op: Op.Lost, batch: b.readUInt32LE(4) };
     default:
-      throw new Error(`unknown worker message op ${b[0]}`);
+      throw fromWorker(`unknown worker message op ${b[0]}`);
   }
 }
 
-/** Decodes what the primary sent; `nfds` is how many fds came with it. */
+/** Decodes what the primary sent; `nfds` is how many fds came with it.
+ * Throws a ProtocolError ('bad-worker-message') saying what is wrong. */
 export function decodePrimaryMessage(b: Buffer, nfds: number): PrimaryMessage {
-  if (b.length < 1) throw new Error('empty message');
+  if (b.length < 1) throw fromPrimary('empty message');
   switch (b[0]) {
     case Op.Conns: {
-      if (b.length < 4) throw new Error(`CONNS of ${b.length} bytes`);
+      if (b.length < 4) throw fromPrimary(`CONNS of ${b.length} bytes`);
       const n = b.readUInt16LE(2);
-      if (b.length !== 4 + 8 * n) throw new Error(`CONNS of ${n} in ${b.length} bytes`);
-      if (n !== nfds) throw new Error(`CONNS of ${n} came with ${nfds} fds`);
+      if (b.length !== 4 + 8 * n) throw fromPrimary(`CONNS of ${n} in ${b.length} bytes`);
+      if (n !== nfds) throw fromPrimary(`CONNS of ${n} came with ${nfds} fds`);
       const conns: Handed[] = [];
       for (let i = 0; i < n; i++) conns.push({ id: b.readUInt32LE(4 + 8 * i), listener: b.readUInt16LE(8 + 8 * i) });
       return { op: Op.Conns, conns };
     }
     case Op.Shutdown:
-      if (b.length !== 8) throw new Error(`SHUTDOWN of ${b.length} bytes`);
+      if (b.length !== 8) throw fromPrimary(`SHUTDOWN of ${b.length} bytes`);
       return { op: Op.Shutdown, timeout: b.readUInt32LE(4) };
     case Op.StatusQuery:
       return { op: Op.StatusQuery };
     default:
-      throw new Error(`unknown primary message op ${b[0]}`);
+      throw fromPrimary(`unknown primary message op ${b[0]}`);
   }
 }
 
+/** What a worker sent that does not decode. */
+function fromWorker(what: string): ProtocolError {
+  return new ProtocolError('bad-worker-message', `bad message from a worker: ${what}`);
+}
+
+/** What the primary sent that does not decode. */
+function fromPrimary(what: string): ProtocolError {
+  return new ProtocolError('bad-worker-message', `bad message from the primary: ${what}`);
+}
+
+/** The JSON object after the op byte of a worker's READY or FAILED. */
 function parseJson(b: Buffer): unknown {
+  let v: unknown;
   try {
-    const v = JSON.parse(b.toString('utf8', 1));
-    if (v === null || typeof v !== 'object') throw new Error('not an object');
-    return v;
+    v = JSON.parse(b.toString('utf8', 1));
   } catch (err) {
-    throw new Error(`bad JSON body: ${(err as Error).message}`);
+    throw fromWorker(`bad JSON body: ${(err as Error).message}`);
   }
+  if (v === null || typeof v !== 'object') throw fromWorker('bad JSON body: not an object');
+  return v;
 }

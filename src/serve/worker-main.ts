@@ -14,6 +14,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { Worker } from './worker';
 import { demoHandler } from './demo-app';
+import { ServeConfigError } from '../errors';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
@@ -38,10 +39,10 @@ async function loadTargets(app: string | undefined): Promise<Record<string, net.
     if (made && typeof made === 'object' && Object.values(made).every((v) => v instanceof net.Server)) {
       return made as Record<string, net.Server>;
     }
-    throw new Error(`${app}: createServer() must return a net/http server or { name: server }`);
+    throw new ServeConfigError('FDPASS_ERR_BAD_APP', `${app}: createServer() must return a net/http server or { name: server }`);
   }
   if (typeof main === 'function') return { '*': http.createServer(main as Handler) };
-  throw new Error(`${app} exports neither a request handler (req, res) nor createServer()`);
+  throw new ServeConfigError('FDPASS_ERR_BAD_APP', `${app} exports neither a request handler (req, res) nor createServer()`);
 }
 
 async function main(): Promise<void> {

@@ -28,6 +28,7 @@ import type { Message } from '../socket/message';
 import { native } from '../native';
 import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, encodeLost, Op } from './protocol';
 import type { ListenerInfo } from './listeners';
+import { ServeConfigError } from '../errors';
 
 /** Environment of a worker started by the primary. */
 export const WORKER_ENV = 'FDPASS_WORKER';
@@ -108,7 +109,7 @@ export class Worker extends EventEmitter {
    * in the environment. */
   static fromPrimary(): Worker {
     const raw = process.env[WORKER_ENV];
-    if (!raw) throw new Error(`${WORKER_ENV} is not set: this process was not started by fdpass serve`);
+    if (!raw) throw new ServeConfigError('FDPASS_ERR_NOT_A_WORKER', `${WORKER_ENV} is not set: this process was not started by fdpass serve`);
     delete process.env[WORKER_ENV];
     return new Worker(UnixSocket.fromFd(3), JSON.parse(raw) as WorkerConfig);
   }
@@ -130,7 +131,7 @@ export class Worker extends EventEmitter {
   ready(): Promise<void> {
     for (const l of this.config.listeners) {
       if (!this.#targets.has(l.name) && !this.#targets.has('*')) {
-        throw new Error(`no server for listener '${l.name}' (${l.address}); serve({ ${JSON.stringify(l.name)}: server })`);
+        throw new ServeConfigError('FDPASS_ERR_NO_SERVER', `no server for listener '${l.name}' (${l.address}); serve({ ${JSON.stringify(l.name)}: server })`);
       }
     }
     return this.#sock.send(encodeJson(Op.Ready, { pid: process.pid }));
@@ -199,7 +200,7 @@ export class Worker extends EventEmitter {
       const hadFds = m.fdCount > 0;
       m.close();
       if (hadFds) this.#lost();
-      this.emit('error', new Error(`bad message from the primary: ${(err as Error).message}`));
+      this.emit('error', err); // a ProtocolError saying what was wrong
       return;
     }
     if (msg.op === Op.Conns) {
@@ -259,7 +260,7 @@ export class Worker extends EventEmitter {
     if (!ctx) {
       if (!this.config.cert || !this.config.key) {
         raw.destroy();
-        this.emit('error', new Error(`listener ${listener.address} is tls but no --cert/--key was given`));
+        this.emit('error', new ServeConfigError('FDPASS_ERR_NO_CERT', `listener ${listener.address} is tls but no --cert/--key was given`));
         return;
       }
       ctx = tls.createSecureContext({ cert: fs.readFileSync(this.config.cert), key: fs.readFileSync(this.config.key) });

@@ -16,6 +16,7 @@
  */
 import { FrameDecoder, encodeFrame, HEADER_SIZE, MAX_FDS, FLAG_CREDENTIALS } from '../../src/socket/frame';
 import { encodeChannel, decodeChannel, Kind, MAX_TYPE_LENGTH } from '../../src/channel/codec';
+import { ChannelDecodeError, ProtocolError, type ProtocolReason } from '../../src/errors';
 
 // ---- randomness -------------------------------------------------------------
 
@@ -68,28 +69,8 @@ export function caseSeed(seed: number, index: number): number {
 
 // ---- error kinds ------------------------------------------------------------
 
-const BY_MESSAGE: [string, RegExp][] = [
-  ['bad-magic', /bad magic 0x/],
-  ['unknown-flags', /unknown flags 0x/],
-  ['too-many-fds', /claims \d+ fds \(max 253\)/],
-  ['oversized', /-byte payload \(limit \d+\)/],
-  ['fds-missing', /claims \d+ fds but none came with its first byte/],
-  ['fd-count-mismatch', /claims \d+ fds but \d+ came with it/],
-  ['fds-wrong-byte', /not with a frame's first byte|where no frame starts/],
-  ['held-fds-limit', /not yet claimed by complete frames/],
-  ['eof-mid-frame', /peer closed in the middle of a frame/],
-  ['channel-short', /shorter than its 8-byte header/],
-  ['channel-version', /channel version \d+/],
-  ['channel-kind', /unknown channel message kind/],
-  ['channel-type-length', /type length \d+ (out of range|runs past)/],
-  ['channel-type-utf8', /type is not valid UTF-8/],
-  ['channel-json', /is not valid JSON/],
-  ['channel-no-id', /without a correlation id/],
-];
-
+/** Kinds of errors that are not a peer breaking the protocol, by code. */
 const BY_CODE: Record<string, string> = {
-  FDPASS_ERR_UNEXPECTED_FDS: 'unexpected-fds',
-  FDPASS_ERR_FD_FLOOD: 'fd-flood',
   FDPASS_ERR_CONTROL_TRUNCATED: 'control-truncated',
   FDPASS_ERR_MESSAGE_TRUNCATED: 'message-truncated',
   FDPASS_ERR_CHANNEL_MESSAGE: 'no-handler',
@@ -102,17 +83,20 @@ const BY_CODE: Record<string, string> = {
 };
 
 /**
- * What an error says was wrong, as a short kind; 'unexplained:...' when it
- * says nothing recognisable, which the fuzzers count as a failure.
+ * What an error says was wrong, as a short kind: a ProtocolError's reason
+ * ('bad-magic', 'unexpected-fds', ...; a channel message that does not
+ * decode adds which rule it broke: 'bad-channel-message:version'), or a kind
+ * by code for the others; 'unexplained:...' when it says nothing
+ * recognisable, which the fuzzers count as a failure. Never the message:
+ * that is prose for people.
  */
 export function errorKind(err: unknown): string {
-  const e = err as { code?: unknown; message?: unknown };
+  if (err instanceof ChannelDecodeError) return `${err.reason}:${err.problem}`;
+  if (err instanceof ProtocolError) return err.reason;
+  const e = err as { code?: unknown; message?: unknown } | null | undefined;
   const code = typeof e?.code === 'string' ? e.code : '';
-  const message = typeof e?.message === 'string' ? e.message : String(err);
   if (BY_CODE[code]) return BY_CODE[code]!;
-  if (code === 'FDPASS_ERR_PROTOCOL' || code === '') {
-    for (const [kind, re] of BY_MESSAGE) if (re.test(message)) return kind;
-  }
+  const message = typeof e?.message === 'string' ? e.message : String(err);
   return `unexplained:${code}:${message.slice(0, 120)}`;
 }
 
@@ -473,6 +457,9 @@ export function decoderLimits(index: number): [maxPayload: number, maxHeldFds: n
 
 export interface DecoderResult {
   frames: number;
+  /** The decoder's reason for refusing the stream, as errorKind() names it
+   * ('eof-mid-frame' when it ended inside a frame); 'ok' when it did not. */
+  kind: ProtocolReason | 'ok';
   error: string | undefined;
   /** Set when the oracle failed: what went wrong. */
   failure?: string;
@@ -501,23 +488,23 @@ export function runDecoderCase(rng: Rng, maxPayload: number, maxHeldFds?: number
     scratch.fill(0xee);
   }
   let error = d.error;
+  let kind: ProtocolReason | 'ok' = d.errorReason ?? 'ok';
   if (error === undefined && (d.bufferedBytes > 0 || d.heldFds > 0)) {
     error = `peer closed in the middle of a frame (${d.bufferedBytes} bytes, ${d.heldFds} fds discarded)`;
+    kind = 'eof-mid-frame';
   }
   const held = d.takeHeldFds();
-  const result = { frames: frames.length, error, mutations: c.mutations };
+  const result = { frames: frames.length, kind, error, mutations: c.mutations };
   const back = [...got, ...held].sort((a, b) => a - b);
   const sent = [...given].sort((a, b) => a - b);
   if (back.length !== sent.length || back.some((v, i) => v !== sent[i])) {
     return { ...result, failure: `fds not conserved: given ${sent.length}, back ${back.length}` };
   }
-  if (error !== undefined && !isExplained(errorKind({ code: 'FDPASS_ERR_PROTOCOL', message: error }))) {
-    return { ...result, failure: `unexplained error: ${error}` };
-  }
+  if ((error === undefined) !== (kind === 'ok')) return { ...result, failure: `an error without a reason, or a reason without an error: ${kind}, ${error}` };
   // A well-formed frame with more fds than maxHeldFds is refused when it is
   // not complete in the read that brought its fds, which depends on the cuts.
   const heldLimited = maxHeldFds !== undefined && c.expected.some((f) => f.fds.length > maxHeldFds) &&
-    error !== undefined && errorKind({ code: 'FDPASS_ERR_PROTOCOL', message: error }) === 'held-fds-limit';
+    kind === 'held-fds';
   if (c.mutations.length === 0 && !heldLimited) {
     if (error !== undefined) return { ...result, failure: `well-formed stream refused: ${error}` };
     if (frames.length !== c.expected.length) return { ...result, failure: `${frames.length} frames of ${c.expected.length}` };
@@ -621,9 +608,8 @@ export function runCodecCase(rng: Rng): { kind: string; failure?: string } {
     }
     return { kind: 'ok' };
   } catch (err) {
-    if (!(err instanceof Error) || err.constructor !== Error) return { kind: 'thrown', failure: `threw ${String(err)}` };
-    const kind = errorKind({ code: 'FDPASS_ERR_PROTOCOL', message: err.message });
-    if (!isExplained(kind)) return { kind, failure: `unexplained: ${err.message}` };
+    if (!(err instanceof ChannelDecodeError)) return { kind: 'thrown', failure: `threw something other than a ChannelDecodeError: ${String(err)}` };
+    const kind = errorKind(err);
     if (p.mutation === '') return { kind, failure: `well-formed message refused: ${err.message}` };
     return { kind };
   }

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { encodeChannel, decodeChannel, Kind } from '../../src/channel/codec';
+import { withFds } from '../../src/channel/outgoing';
+import { ChannelDecodeError, ProtocolError, type ChannelDecodeProblem } from '../../src/errors';
 import { Rng, caseSeed, runCodecCase } from '../helpers/fuzz';
 
 test('round trip of every kind', () => {
@@ -11,18 +13,35 @@ test('round trip of every kind', () => {
   assert.equal(decodeChannel(encodeChannel(Kind.Post, 0, 't', undefined)).body, undefined);
 });
 
-test('malformed messages say what is wrong', () => {
+test('malformed messages are refused with a ChannelDecodeError: which rule, and a message saying what is wrong', () => {
   const good = encodeChannel(Kind.Request, 1, 'type', { a: 1 });
-  const bad = (mut: (b: Buffer) => Buffer) => () => decodeChannel(mut(Buffer.from(good)));
-  assert.throws(bad((b) => b.subarray(0, 5)), /shorter than its 8-byte header/);
-  assert.throws(bad((b) => { b[0] = 2; return b; }), /channel version 2/);
-  assert.throws(bad((b) => { b[1] = 9; return b; }), /unknown channel message kind 9/);
-  assert.throws(bad((b) => { b.writeUInt16LE(0, 6); return b; }), /type length 0/);
-  assert.throws(bad((b) => { b.writeUInt16LE(200, 6); return b; }), /runs past the end/);
-  assert.throws(bad((b) => { b[b.length - 1] = 0x7b; return b; }), /not valid JSON/);
-  assert.throws(bad((b) => { b.writeUInt32LE(0, 2); return b; }), /without a correlation id/);
-  assert.throws(bad((b) => { b[8] = 0xff; return b; }), /type is not valid UTF-8/);
+  const cases: [ChannelDecodeProblem, (b: Buffer) => Buffer, RegExp][] = [
+    ['short', (b) => b.subarray(0, 5), /shorter than its 8-byte header/],
+    ['version', (b) => { b[0] = 2; return b; }, /channel version 2/],
+    ['kind', (b) => { b[1] = 9; return b; }, /unknown channel message kind 9/],
+    ['type-length', (b) => { b.writeUInt16LE(0, 6); return b; }, /type length 0/],
+    ['type-length', (b) => { b.writeUInt16LE(200, 6); return b; }, /runs past the end/],
+    ['json', (b) => { b[b.length - 1] = 0x7b; return b; }, /not valid JSON/],
+    ['no-id', (b) => { b.writeUInt32LE(0, 2); return b; }, /without a correlation id/],
+    ['type-utf8', (b) => { b[8] = 0xff; return b; }, /type is not valid UTF-8/],
+  ];
+  for (const [problem, mutate, message] of cases) {
+    assert.throws(() => decodeChannel(mutate(Buffer.from(good))), (e: unknown) => {
+      assert.ok(e instanceof ChannelDecodeError && e instanceof ProtocolError);
+      assert.deepEqual([e.problem, e.reason, e.code], [problem, 'bad-channel-message', 'FDPASS_ERR_PROTOCOL']);
+      assert.match(e.message, /^protocol error: bad channel message: /);
+      assert.match(e.message, message);
+      return true;
+    });
+  }
+});
+
+test('encoding refuses what a message cannot carry', () => {
   assert.throws(() => encodeChannel(Kind.Post, 0, '', 1), RangeError);
+  assert.throws(() => encodeChannel(Kind.Post, 0, 'x'.repeat(257), 1), RangeError);
+  assert.throws(() => encodeChannel(Kind.Post, 0, 't', () => 1), { name: 'TypeError', code: 'FDPASS_ERR_INVALID_ARG' });
+  // A withFds() inside a body: JSON would carry the wrapper, not the fds.
+  assert.throws(() => encodeChannel(Kind.Post, 0, 't', { a: [withFds(1, [0])] }), { name: 'TypeError', code: 'FDPASS_ERR_INVALID_ARG', message: /inside a payload/ });
 });
 
 test('fixed-seed fuzz sample: damaged and hostile messages are refused with a reason, never decoded wrong', () => {
@@ -32,7 +51,7 @@ test('fixed-seed fuzz sample: damaged and hostile messages are refused with a re
     assert.equal(r.failure, undefined, `case ${i}: ${r.failure}`);
     kinds.add(r.kind);
   }
-  for (const k of ['ok', 'channel-short', 'channel-version', 'channel-kind', 'channel-type-length', 'channel-type-utf8', 'channel-json', 'channel-no-id']) {
+  for (const k of ['ok', ...['short', 'version', 'kind', 'type-length', 'type-utf8', 'json', 'no-id'].map((p) => `bad-channel-message:${p}`)]) {
     assert.ok(kinds.has(k), `no case ended in ${k}`);
   }
 });

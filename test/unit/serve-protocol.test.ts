@@ -1,7 +1,8 @@
 /**
  * The messages between the primary and the workers of `fdpass serve`
  * (src/serve/protocol.ts): every one survives a round trip, and malformed
- * ones are refused with a message saying what is wrong.
+ * ones are refused with a ProtocolError (reason 'bad-worker-message')
+ * whose message says what is wrong.
  */
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -9,14 +10,19 @@ import {
   decodePrimaryMessage, decodeWorkerMessage, encodeAck, encodeConns, encodeJson, encodeLoad, encodeLost, encodeShutdown,
   encodeStatusQuery, Op,
 } from '../../src/serve/protocol';
+import { ProtocolError } from '../../src/errors';
+
+/** A ProtocolError for a worker-protocol message whose message matches `what`. */
+const refused = (what: RegExp) => (e: unknown) =>
+  e instanceof ProtocolError && e.reason === 'bad-worker-message' && e.code === 'FDPASS_ERR_PROTOCOL' && what.test(e.message);
 
 test('primary -> worker: CONNS, SHUTDOWN and STATUS? round-trip', () => {
   const conns = decodePrimaryMessage(encodeConns([7, 0xffffffff], [0, 3], 2), 2);
   assert.deepEqual(conns, { op: Op.Conns, conns: [{ id: 7, listener: 0 }, { id: 0xffffffff, listener: 3 }] });
   assert.deepEqual(decodePrimaryMessage(encodeShutdown(1500), 0), { op: Op.Shutdown, timeout: 1500 });
   assert.deepEqual(decodePrimaryMessage(encodeStatusQuery(), 0), { op: Op.StatusQuery });
-  assert.throws(() => decodePrimaryMessage(encodeConns([1, 2], [0, 0], 2), 1), /CONNS of 2 came with 1 fds/);
-  assert.throws(() => decodePrimaryMessage(Buffer.from([Op.Conns, 0, 1, 0]), 1), /CONNS of 1 in 4 bytes/);
+  assert.throws(() => decodePrimaryMessage(encodeConns([1, 2], [0, 0], 2), 1), refused(/CONNS of 2 came with 1 fds/));
+  assert.throws(() => decodePrimaryMessage(Buffer.from([Op.Conns, 0, 1, 0]), 1), refused(/CONNS of 1 in 4 bytes/));
 });
 
 test('worker -> primary: READY, ACK, LOAD, FAILED and LOST round-trip; malformed ones are refused', () => {
@@ -25,7 +31,10 @@ test('worker -> primary: READY, ACK, LOAD, FAILED and LOST round-trip; malformed
   assert.deepEqual(decodeWorkerMessage(encodeLoad(5, 77)), { op: Op.Load, live: 5, requests: 77 });
   assert.deepEqual(decodeWorkerMessage(encodeJson(Op.Failed, { message: 'no' })), { op: Op.Failed, message: 'no' });
   assert.deepEqual(decodeWorkerMessage(encodeLost(0xffffffff)), { op: Op.Lost, batch: 0xffffffff });
-  assert.throws(() => decodeWorkerMessage(encodeLost(1).subarray(0, 6)), /LOST of 6 bytes/);
-  assert.throws(() => decodeWorkerMessage(Buffer.from([99])), /unknown worker message op 99/);
-  assert.throws(() => decodeWorkerMessage(Buffer.alloc(0)), /empty message/);
+  assert.throws(() => decodeWorkerMessage(encodeLost(1).subarray(0, 6)), refused(/LOST of 6 bytes/));
+  assert.throws(() => decodeWorkerMessage(Buffer.from([99])), refused(/unknown worker message op 99/));
+  assert.throws(() => decodeWorkerMessage(Buffer.alloc(0)), refused(/^protocol error: bad message from a worker: empty message$/));
+  assert.throws(() => decodeWorkerMessage(Buffer.from([Op.Ready, 0x7b])), refused(/bad JSON body/));
+  assert.throws(() => decodeWorkerMessage(encodeJson(Op.Ready, 5)), refused(/bad JSON body: not an object/));
+  assert.throws(() => decodeWorkerMessage(encodeJson(Op.Ready, {})), refused(/READY without a pid/));
 });
