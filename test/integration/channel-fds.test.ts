@@ -10,7 +10,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { Channel, Fd, withFds, type ChannelMessage, type FdLike } from '../../src';
-import { trackFds, tmpDir, openFiles, openFds, fileId, type Scope } from '../helpers/fds';
+import { openFds } from '../helpers/fds';
+import { trackFds, type Scope } from '../helpers/scope';
+import { tmpDir, openFiles, fileId } from '../helpers/files';
 
 interface Seen {
   payload: unknown;

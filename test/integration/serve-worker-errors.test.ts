@@ -12,7 +12,9 @@ import { test } from 'node:test';
 import { UnixSocket, ProtocolError } from '../../src';
 import { Worker, WORKER_ENV, type WorkerConfig } from '../../src/serve/worker';
 import { decodeWorkerMessage, encodeConns, Op } from '../../src/serve/protocol';
-import { trackFds, tmpDir, openFds } from '../helpers/fds';
+import { openFds } from '../helpers/fds';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
 
 function workerOver(tls: boolean) {
   const [mine, primary] = UnixSocket.pair({ type: 'seqpacket' });
