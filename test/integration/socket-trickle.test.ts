@@ -4,23 +4,11 @@
  * its bytes (frame.ts), however many reads bring them.
  */
 import * as assert from 'node:assert/strict';
-import * as v8 from 'node:v8';
-import * as vm from 'node:vm';
 import { test } from 'node:test';
 import { UnixSocket } from '../../src';
 import { native, K } from '../../src/native';
 import { trackFds } from '../helpers/scope';
-
-v8.setFlagsFromString('--expose-gc');
-const gc = vm.runInNewContext('gc') as () => void;
-
-/** Heap and ArrayBuffer bytes in use after a full collection. */
-function liveBytes(): number {
-  gc();
-  gc();
-  const m = process.memoryUsage();
-  return m.heapUsed + m.arrayBuffers;
-}
+import { liveBytes } from '../helpers/memory';
 
 const turn = () => new Promise((r) => setImmediate(r));
 

@@ -1,10 +1,9 @@
 // The stream frame decoder, alone: no sockets, fds are plain numbers.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as v8 from 'node:v8';
-import * as vm from 'node:vm';
 import { FrameDecoder, encodeFrame, HEADER_SIZE, FLAG_CREDENTIALS } from '../../src/socket/frame';
 import { Rng, caseSeed, runDecoderCase, errorKind, decoderLimits } from '../helpers/fuzz';
+import { liveBytes } from '../helpers/memory';
 
 const frame = (s: string, nfds = 0, flags = 0) => encodeFrame(Buffer.from(s), nfds, flags);
 
@@ -129,16 +128,6 @@ test('a frame arriving in many reads is copied once, not once per read', () => {
   // 65 536 reads: quadratic concatenation would copy ~128 GiB; linear takes well under a second.
   assert.ok(ms < 5000, `${ms} ms`);
 });
-
-/** Heap and ArrayBuffer bytes in use after a full collection. */
-function liveBytes(): number {
-  const gc = vm.runInNewContext('gc') as () => void;
-  gc();
-  gc();
-  const m = process.memoryUsage();
-  return m.heapUsed + m.arrayBuffers;
-}
-v8.setFlagsFromString('--expose-gc');
 
 test('a frame trickled 1 byte per read, credentials on each: memory held stays within a small factor of its bytes', () => {
   const size = 64 * 1024;
