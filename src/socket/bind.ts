@@ -103,7 +103,7 @@ export async function bindPath(fd: number, address: string, mode: number): Promi
   fs.fchmodSync(fd, mode);
   check(native.bind(fd, addr), 'bind', address);
   return withPinned(address, (pin, st) => {
-    if (!st || !st.isSocket() || st.uid !== process.geteuid!() || st.nlink !== 1) {
+    if (!st || !st.isSocket() || st.uid !== process.geteuid!() || st.nlink > 1) {
       throw new SocketFileReplacedError(address, describe(st));
     }
     // Only when the umask took bits away (or an ACL changed them).
