@@ -56,10 +56,16 @@ function setUp(scope: Parameters<typeof tmpDir>[0]): { dir: string; target: stri
   return { dir, target };
 }
 
+/** At least this many tries; more (up to MAX_TRIES, or MAX_MS) until the
+ * swap has landed between bind() and the mode change WINDOW_HITS times, so
+ * that a loaded machine (an attacker that seldom runs) still tests the race. */
 const TRIES = 2000;
+const MAX_TRIES = 20_000;
+const MAX_MS = 20_000;
+const WINDOW_HITS = 20;
 
 for (const mode of [0o600, 0o666]) {
-  test(`listen(path, { mode: 0o${mode.toString(8)} }) raced by a symlink swap ${TRIES} times: no chmod ever lands outside the socket`, needsRoot, async (t) => {
+  test(`listen(path, { mode: 0o${mode.toString(8)} }) raced by a symlink swap ${TRIES}+ times: no chmod ever lands outside the socket`, needsRoot, async (t) => {
     const scope = await trackFds(t);
     const { dir, target } = setUp(scope);
     const sock = path.join(dir, 's.sock');
@@ -67,10 +73,16 @@ for (const mode of [0o600, 0o666]) {
       { uid: NOBODY, gid: NOBODY, stdin: 'pipe', owner: scope, timeout: 60_000, label: 'attacker' });
     await attacker.waitOutput(/ready/, { stream: 'stdout' });
 
+    // hits: the target's mode changed (a chmod followed the symlink: the
+    // bug). replaced: the swap landed after bind() and was refused.
     let hits = 0;
     let served = 0;
+    let tries = 0;
     const refusals = new Map<string, number>();
-    for (let i = 0; i < TRIES; i++) {
+    const windowHits = () => hits + (refusals.get('FDPASS_ERR_SOCKET_FILE_REPLACED') ?? 0);
+    const t0 = Date.now();
+    while (tries < TRIES || (windowHits() < WINDOW_HITS && tries < MAX_TRIES && Date.now() - t0 < MAX_MS)) {
+      tries++;
       try {
         const server = await UnixServer.listen(sock, { mode });
         served++;
@@ -94,10 +106,12 @@ for (const mode of [0o600, 0o666]) {
     await attacker.waitOutput(/swaps/, { stream: 'stdout' });
     const { swaps } = JSON.parse(attacker.stdout.split('\n').find((l) => l.includes('swaps'))!) as { swaps: number };
     await attacker.waitExit();
-    const summary = `${hits} chmods of the target, ${swaps} swaps, ${served} served, refused: ${JSON.stringify(Object.fromEntries(refusals))}`;
+    const summary = `${tries} tries in ${Date.now() - t0} ms: ${hits} chmods of the target, ${swaps} swaps, ${served} served, ` +
+      `refused: ${JSON.stringify(Object.fromEntries(refusals))}`;
     t.diagnostic(summary);
     assert.equal(hits, 0, summary);
-    assert.ok(swaps > 0, `the attacker never swapped: ${summary}`);
+    // The race was run: swaps landed inside the window after bind().
+    assert.ok(windowHits() > 0, `no swap landed between bind() and the check: ${summary}`);
     assert.equal(fs.readFileSync(target, 'utf8'), 'root only\n');
     assert.equal(fs.statSync(target).uid, 0);
   });
