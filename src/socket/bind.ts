@@ -102,7 +102,7 @@ export async function bindPath(fd: number, address: string, mode: number): Promi
   // umask: set the mode here, and no moment has looser permissions.
   fs.fchmodSync(fd, mode);
   check(native.bind(fd, addr), 'bind', address);
-  return withPinned(address, (pin, st) => {
+  return withPinned(address, false, (pin, st) => {
     if (!st || !st.isSocket() || st.uid !== process.geteuid!() || st.nlink > 1) {
       throw new SocketFileReplacedError(address, describe(st));
     }
@@ -125,7 +125,8 @@ export async function bindPath(fd: number, address: string, mode: number): Promi
  * probed (a connect() would reach a stranger's server) nor removed.
  */
 async function removeStale(fd: number, address: string): Promise<void> {
-  const stale = withPinned(address, (pin, st) => {
+  // Any path that cannot be opened is left to bind() to report.
+  const stale = withPinned(address, true, (pin, st) => {
     if (!st) return null;
     if (!st.isSocket() || st.uid !== process.geteuid!()) return false;
     const probe = check(native.socket(socketInfo(fd).type), 'socket');
@@ -142,14 +143,15 @@ async function removeStale(fd: number, address: string): Promise<void> {
 /**
  * Opens what is at `path` with O_PATH | O_NOFOLLOW (a symlink is pinned
  * itself, not followed) and calls `fn` with the fd and its fstat(); `st` is
- * null when nothing is there. The fd is closed when `fn` returns.
+ * null when nothing is there (or, with `quiet`, when the open fails for any
+ * reason). The fd is closed when `fn` returns.
  */
-function withPinned<T>(path: string, fn: (pin: number, st: fs.Stats | null) => T): T {
+function withPinned<T>(path: string, quiet: boolean, fn: (pin: number, st: fs.Stats | null) => T): T {
   let pin: number;
   try {
     pin = fs.openSync(path, K.O_PATH | fs.constants.O_NOFOLLOW);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return fn(-1, null);
+    if (quiet || (err as NodeJS.ErrnoException).code === 'ENOENT') return fn(-1, null);
     throw err;
   }
   try {
