@@ -62,6 +62,7 @@ static napi_value fdpass_create_constants(napi_env env) {
       {"IPPROTO_TCP", IPPROTO_TCP},
       {"TCP_NODELAY", TCP_NODELAY},
       {"ETOOMANYREFS", ETOOMANYREFS},
+      {"O_PATH", O_PATH},
   };
   for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
     if (napi_set_named_property(env, o, k[i].name,

@@ -168,6 +168,22 @@ export class PeerRefusedError extends FdpassError {
   }
 }
 
+/**
+ * After bind(), the path no longer names the socket file this process
+ * created (someone who can write to the directory swapped it for a symlink
+ * or another file, or removed it). Nothing at the path was changed or
+ * removed, and the socket was closed.
+ */
+export class SocketFileReplacedError extends FdpassError {
+  readonly path: string;
+  constructor(path: string, found: string) {
+    super('FDPASS_ERR_SOCKET_FILE_REPLACED',
+      `bind ${path}: the socket file was replaced before its mode was set (found ${found}); ` +
+      'someone else can write to its directory: use a directory only you can write to');
+    this.path = path;
+  }
+}
+
 /** A wait ran out of time. */
 export class TimeoutError extends FdpassError {
   constructor(message: string) {

@@ -55,6 +55,9 @@ export interface NativeConstants {
   readonly TCP_NODELAY: number;
   /** The one errno Node's os.constants.errno lacks. */
   readonly ETOOMANYREFS: number;
+  /** open(2) flag Node's fs.constants lacks: an fd that names a file
+   * (a socket file, say) without opening it for I/O (bind.ts). */
+  readonly O_PATH: number;
 }
 
 /**

@@ -86,20 +86,38 @@ export interface DecoderOptions {
  * push() still returns the frames completed before it (whose fds the caller
  * now owns), and takeHeldFds() returns every other fd it held, to be closed.
  *
- * Bounded by construction: fds are checked the moment they arrive (a batch
- * that no frame can claim is an error at once, not when some later frame
- * completes), so at most one batch, the incomplete frame's own, is ever held;
- * and a frame arriving in many reads is copied once, when it is complete,
- * not once per read.
+ * Bounded by construction, whatever the peer does:
+ * - fds are checked the moment they arrive (a batch that no frame can claim
+ *   is an error at once, not when some later frame completes), so at most
+ *   one batch, the incomplete frame's own, is ever held;
+ * - the bytes of the incomplete frame live in one buffer that grows by
+ *   doubling, never past the frame's declared size: at most twice the bytes
+ *   received (or MIN_BUFFER), however many reads brought them. A peer that
+ *   trickles a frame one byte per write costs what the bytes cost, not an
+ *   object per read;
+ * - credentials are recorded only for reads where a frame may start (the
+ *   ones docs/protocol.md attaches to frames), equal neighbours merged.
+ * A frame that arrives whole in one read is copied once, out of the read;
+ * one that arrives in pieces is copied into its buffer as it comes (plus
+ * the doublings, less than its size in all) and handed out without a
+ * further copy.
  */
 const NO_FDS: Int32Array = new Int32Array(0);
+/** First allocation for an incomplete frame (bytes), unless it is smaller. */
+const MIN_BUFFER = 512;
+
+interface CredsRange {
+  start: number;
+  end: number;
+  creds: Credentials;
+}
 
 export class FrameDecoder {
   readonly #maxPayload: number;
   readonly #maxHeldFds: number;
-  /** Bytes of the incomplete frame at #base, as received (each a copy). */
-  #parts: Buffer[] = [];
-  #partsLen = 0;
+  /** The incomplete frame at #base: its first #accLen bytes. */
+  #acc: Buffer | null = null;
+  #accLen = 0;
   /** Whole size (header + payload) of the incomplete frame once its header
    * is in and checked; 0 while the header is still short. */
   #need = 0;
@@ -109,7 +127,7 @@ export class FrameDecoder {
   #end = 0;
   #batches: FdBatch[] = [];
   #held = 0;
-  #creds: { start: number; end: number; creds: Credentials }[] = [];
+  #creds: CredsRange[] = [];
   /** Set once the peer broke the protocol; the decoder takes nothing more. */
   error: string | undefined;
   /** With `error`: the violation, for ProtocolError.reason. */
@@ -124,7 +142,18 @@ export class FrameDecoder {
 
   /** Bytes buffered of an incomplete frame. */
   get bufferedBytes(): number {
-    return this.#partsLen;
+    return this.#accLen;
+  }
+
+  /** Bytes allocated for the incomplete frame (bufferedBytes and the room
+   * to grow into). */
+  get heldBytes(): number {
+    return this.#acc?.length ?? 0;
+  }
+
+  /** Records kept for incomplete frames: fd batches and credential ranges. */
+  get heldRecords(): number {
+    return this.#batches.length + this.#creds.length;
   }
 
   get heldFds(): number {
@@ -141,137 +170,189 @@ export class FrameDecoder {
       return [];
     }
     const start = this.#end;
-    this.#end += chunk.length;
+    const len = chunk.length;
+    this.#end += len;
     if (batchFds.length > 0 || truncated) {
       this.#batches.push({ fds: batchFds, start, end: this.#end, truncated });
       this.#held += batchFds.length;
     }
-    if (creds !== undefined && chunk.length > 0) this.#creds.push({ start, end: this.#end, creds });
+    // A read that lies inside a frame whose size is known holds no frame's
+    // first byte: its credentials can never be asked for.
+    if (creds !== undefined && len > 0 && (this.#need === 0 || this.#accLen + len > this.#need)) this.#addCreds(start, creds);
 
-    const inChunk = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (this.#need > 0 && this.#partsLen + inChunk.length < this.#need) {
-      // More of a frame whose header was checked already, still incomplete:
-      // keep a copy, concatenate once when it is whole.
-      if (inChunk.length > 0) {
-        this.#parts.push(Buffer.from(inChunk));
-        this.#partsLen += inChunk.length;
-      }
-      this.#checkStray();
-      return [];
-    }
-    // `buf` is either the caller's chunk (to be copied from) or a fresh
-    // concatenation that frames may share.
-    let owned = false;
-    let buf: Buffer;
-    if (this.#partsLen === 0) buf = inChunk;
-    else {
-      this.#parts.push(inChunk);
-      buf = Buffer.concat(this.#parts, this.#partsLen + inChunk.length);
-      owned = true;
-    }
-    if (this.#partsLen > 0) {
-      this.#parts = [];
-      this.#partsLen = 0;
-    }
-    this.#need = 0;
-
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     const frames: Frame[] = [];
     let off = 0;
+    if (this.#accLen > 0) {
+      // The incomplete frame first: its header, then the rest of it.
+      if (this.#need === 0) {
+        off = Math.min(HEADER_SIZE - this.#accLen, len);
+        this.#append(buf, 0, off);
+        if (this.#accLen < HEADER_SIZE) return this.#pending(frames);
+        const size = this.#header(this.#acc!, 0, this.#base);
+        if (size < 0) return frames;
+        this.#need = size;
+      }
+      const take = Math.min(this.#need - this.#accLen, len - off);
+      this.#append(buf, off, off + take);
+      off += take;
+      if (this.#accLen < this.#need) return this.#pending(frames);
+      // Complete: the frame owns the buffer, no second copy.
+      const acc = this.#acc!;
+      const whole = this.#need;
+      this.#acc = null;
+      this.#accLen = 0;
+      this.#need = 0;
+      if (!this.#finish(acc, 0, this.#base, true, frames)) return frames;
+      this.#base += whole;
+    }
+
     // Any check that fails sets this.error and leaves the loop.
-    while (buf.length - off >= HEADER_SIZE) {
-      const at = this.#base + off;
-      if (buf[off] !== FRAME_MAGIC) {
-        this.errorReason = 'bad-magic';
-        this.error = `bad magic 0x${buf[off]!.toString(16).padStart(2, '0')} at stream offset ${at} (is the peer speaking raw sendmsg? use raw mode)`;
-        break;
-      }
-      const flags = buf[off + 1]!;
-      if (flags & ~KNOWN_FLAGS) {
-        this.errorReason = 'bad-flags';
-        this.error = `unknown flags 0x${flags.toString(16)} at stream offset ${at}`;
-        break;
-      }
-      const nfds = buf.readUInt16LE(off + 2);
-      const length = buf.readUInt32LE(off + 4);
-      if (nfds > MAX_FDS) {
-        this.errorReason = 'too-many-fds';
-        this.error = `frame at stream offset ${at} claims ${nfds} fds (max ${MAX_FDS})`;
-        break;
-      }
-      if (length > this.#maxPayload) {
-        this.errorReason = 'too-large';
-        this.error = `frame at stream offset ${at} has a ${length}-byte payload (limit ${this.#maxPayload})`;
-        break;
-      }
-
-      // Check the fds before waiting for the payload: they are known now.
-      const batch = this.#batches[0];
-      let claimed: FdBatch | undefined;
-      if (batch && batch.start <= at && at < batch.end) {
-        // A frame without fds may precede the fd-bearing one in the same read.
-        if (nfds > 0) claimed = batch;
-      } else if (nfds > 0) {
-        this.errorReason = 'fds-missing';
-        this.error = `frame at stream offset ${at} claims ${nfds} fds but none came with its first byte`;
-        break;
-      }
-      if (claimed && !claimed.truncated && claimed.fds.length !== nfds) {
-        this.errorReason = 'fd-count-mismatch';
-        this.error = `frame at stream offset ${at} claims ${nfds} fds but ${claimed.fds.length} came with it`;
-        break;
-      }
-
-      if (buf.length - off < HEADER_SIZE + length) {
-        this.#need = HEADER_SIZE + length;
-        break;
-      }
-      // A frame that is most of a fresh concatenation keeps it (no second
-      // copy of a large payload); a small one gets its own copy, so that it
-      // does not keep a large buffer alive.
-      const from = off + HEADER_SIZE;
-      let payload: Buffer;
-      if (owned && 2 * length >= buf.length) payload = buf.subarray(from, from + length);
-      else {
-        payload = Buffer.allocUnsafe(length);
-        copyBytes(payload, 0, buf, from, from + length);
-      }
-      let frameFds: Int32Array = NO_FDS;
-      let truncated = false;
-      if (claimed) {
-        this.#batches.shift();
-        this.#held -= claimed.fds.length;
-        frameFds = claimed.fds;
-        truncated = claimed.truncated;
-      }
-      off += HEADER_SIZE + length;
-      const frameEnd = this.#base + off;
-      // A batch whose read ended inside the frame just completed was not
-      // claimed by it, and no later frame can start inside that read.
-      const next = this.#batches[0];
-      if (next && next.end <= frameEnd) {
-        for (let i = 0; i < frameFds.length; i++) this.#orphans.push(frameFds[i]!);
-        this.errorReason = 'stray-fds';
-        this.error = `${describeBatch(next)} arrived with bytes inside the frame at stream offset ${at}, not with a frame's first byte`;
-        break;
-      }
-      frames.push({
-        payload,
-        fds: frameFds,
-        flags,
-        credentials: this.#creds.length > 0 ? this.#credsAt(at) : undefined,
-        truncated,
-        expectedFds: nfds,
-      });
+    let size = 0;
+    while (len - off >= HEADER_SIZE) {
+      size = this.#header(buf, off, start + off);
+      if (size < 0 || len - off < size) break;
+      if (!this.#finish(buf, off, start + off, false, frames)) break;
+      off += size;
+      size = 0;
     }
     if (this.error !== undefined) return frames;
-    if (off < buf.length) {
-      this.#parts = [owned && 2 * (buf.length - off) >= buf.length ? buf.subarray(off) : Buffer.from(buf.subarray(off))];
-      this.#partsLen = buf.length - off;
+    this.#base = start + off;
+    if (off < len) {
+      this.#need = size;
+      this.#append(buf, off, len);
     }
-    this.#base += off;
     while (this.#creds.length > 0 && this.#creds[0]!.end <= this.#base) this.#creds.shift();
+    return this.#pending(frames);
+  }
+
+  /** The end of a push that leaves a frame incomplete (or none). */
+  #pending(frames: Frame[]): Frame[] {
     this.#checkStray();
     return frames;
+  }
+
+  /** Appends src[from, to) to the incomplete frame's buffer, doubling it
+   * when full, never past the frame's size (or, before the header is in,
+   * the header's). */
+  #append(src: Buffer, from: number, to: number): void {
+    const want = this.#accLen + to - from;
+    const cap = this.#acc?.length ?? 0;
+    if (want > cap) {
+      const limit = this.#need > 0 ? this.#need : HEADER_SIZE;
+      const next = Buffer.allocUnsafe(Math.min(limit, Math.max(want, 2 * cap, MIN_BUFFER)));
+      if (this.#accLen > 0) copyBytes(next, 0, this.#acc!, 0, this.#accLen);
+      this.#acc = next;
+    }
+    copyBytes(this.#acc!, this.#accLen, src, from, to);
+    this.#accLen = want;
+  }
+
+  /** Credentials of the read starting at stream offset `start` (through
+   * #end), merged into the last range when it is contiguous and equal. */
+  #addCreds(start: number, creds: Credentials): void {
+    const last = this.#creds[this.#creds.length - 1];
+    if (last && last.end === start && last.creds.pid === creds.pid && last.creds.uid === creds.uid && last.creds.gid === creds.gid) {
+      last.end = this.#end;
+    } else {
+      this.#creds.push({ start, end: this.#end, creds });
+    }
+  }
+
+  /**
+   * Checks the header at buf[off] (stream offset `at`), and the fds that
+   * must have come with its first byte: they are known now, before the
+   * payload is in. Returns the frame's whole size, or -1 with `error` set.
+   */
+  #header(buf: Buffer, off: number, at: number): number {
+    if (buf[off] !== FRAME_MAGIC) {
+      this.errorReason = 'bad-magic';
+      this.error = `bad magic 0x${buf[off]!.toString(16).padStart(2, '0')} at stream offset ${at} (is the peer speaking raw sendmsg? use raw mode)`;
+      return -1;
+    }
+    const flags = buf[off + 1]!;
+    if (flags & ~KNOWN_FLAGS) {
+      this.errorReason = 'bad-flags';
+      this.error = `unknown flags 0x${flags.toString(16)} at stream offset ${at}`;
+      return -1;
+    }
+    const nfds = buf.readUInt16LE(off + 2);
+    const length = buf.readUInt32LE(off + 4);
+    if (nfds > MAX_FDS) {
+      this.errorReason = 'too-many-fds';
+      this.error = `frame at stream offset ${at} claims ${nfds} fds (max ${MAX_FDS})`;
+      return -1;
+    }
+    if (length > this.#maxPayload) {
+      this.errorReason = 'too-large';
+      this.error = `frame at stream offset ${at} has a ${length}-byte payload (limit ${this.#maxPayload})`;
+      return -1;
+    }
+    // A frame without fds may precede the fd-bearing one in the same read.
+    const claimed = nfds > 0 ? this.#batchAt(at) : undefined;
+    if (nfds > 0 && !claimed) {
+      this.errorReason = 'fds-missing';
+      this.error = `frame at stream offset ${at} claims ${nfds} fds but none came with its first byte`;
+      return -1;
+    }
+    if (claimed && !claimed.truncated && claimed.fds.length !== nfds) {
+      this.errorReason = 'fd-count-mismatch';
+      this.error = `frame at stream offset ${at} claims ${nfds} fds but ${claimed.fds.length} came with it`;
+      return -1;
+    }
+    return HEADER_SIZE + length;
+  }
+
+  /** The held batch that came with the read holding stream offset `at`. */
+  #batchAt(at: number): FdBatch | undefined {
+    const b = this.#batches[0];
+    return b && b.start <= at && at < b.end ? b : undefined;
+  }
+
+  /**
+   * Emits the complete frame at buf[off] (stream offset `at`), its header
+   * checked: its payload is a view of `buf` when `owned` (a buffer made for
+   * this frame), a copy otherwise (the caller's read). False, with `error`
+   * set, when a batch turns out to have come inside it.
+   */
+  #finish(buf: Buffer, off: number, at: number, owned: boolean, frames: Frame[]): boolean {
+    const flags = buf[off + 1]!;
+    const nfds = buf.readUInt16LE(off + 2);
+    const length = buf.readUInt32LE(off + 4);
+    const from = off + HEADER_SIZE;
+    let payload: Buffer;
+    if (owned) payload = buf.subarray(from, from + length);
+    else {
+      payload = Buffer.allocUnsafe(length);
+      copyBytes(payload, 0, buf, from, from + length);
+    }
+    let frameFds: Int32Array = NO_FDS;
+    let truncated = false;
+    const claimed = nfds > 0 ? this.#batchAt(at) : undefined;
+    if (claimed) {
+      this.#batches.shift();
+      this.#held -= claimed.fds.length;
+      frameFds = claimed.fds;
+      truncated = claimed.truncated;
+    }
+    // A batch whose read ended inside the frame just completed was not
+    // claimed by it, and no later frame can start inside that read.
+    const next = this.#batches[0];
+    if (next && next.end <= at + HEADER_SIZE + length) {
+      for (let i = 0; i < frameFds.length; i++) this.#orphans.push(frameFds[i]!);
+      this.errorReason = 'stray-fds';
+      this.error = `${describeBatch(next)} arrived with bytes inside the frame at stream offset ${at}, not with a frame's first byte`;
+      return false;
+    }
+    frames.push({
+      payload,
+      fds: frameFds,
+      flags,
+      credentials: this.#creds.length > 0 ? this.#credsAt(at) : undefined,
+      truncated,
+      expectedFds: nfds,
+    });
+    return true;
   }
 
   /**
@@ -282,9 +363,9 @@ export class FrameDecoder {
    */
   #checkStray(): void {
     for (const b of this.#batches) {
-      if (this.#partsLen > 0 && b.start <= this.#base && this.#base < b.end) continue;
+      if (this.#accLen > 0 && b.start <= this.#base && this.#base < b.end) continue;
       this.errorReason = 'stray-fds';
-      this.error = this.#partsLen > 0 && b.start > this.#base
+      this.error = this.#accLen > 0 && b.start > this.#base
         ? `${describeBatch(b)} arrived with stream bytes ${b.start}..${b.end}, inside the frame at stream offset ${this.#base}, not with a frame's first byte`
         : `${describeBatch(b)} arrived with stream bytes ${b.start}..${b.end}, where no frame starts`;
       return;
@@ -309,7 +390,6 @@ export class FrameDecoder {
     for (const c of this.#creds) if (c.start <= at && at < c.end) return c.creds;
     return undefined;
   }
-
 }
 
 function describeBatch(b: FdBatch): string {

@@ -6,6 +6,7 @@
  */
 import { native, K } from '../native';
 import { invalidArg, unsupported } from '../errors';
+import type { AllowList } from './allow';
 import { MAX_FDS } from './frame';
 
 export type SocketType = 'stream' | 'seqpacket' | 'dgram';
@@ -86,6 +87,20 @@ export interface DatagramOptions extends Omit<SocketOptions, 'type' | 'raw'> {
   connect?: string;
   /** File mode of a bound path, default 0o600. */
   mode?: number;
+  /**
+   * Whose datagrams to take, by SCM_CREDENTIALS (SO_PASSCRED is turned on
+   * for it, before bind()); see UnixServer's `allow`. A datagram from anyone
+   * else is dropped as it is read: its fds are closed before anything sees
+   * them, it is counted (socket.refusedCount) and the socket emits
+   * 'refused' (credentials, PeerRefusedError); reading goes on.
+   * Default: for a socket bound to an abstract name (which has no
+   * permissions: anyone can send to it) and not connected, only this
+   * process's uid and root; otherwise nobody is filtered (a path is guarded
+   * by its file mode; a connected socket takes datagrams from its peer only).
+   * A socket that talks to a daemon of another uid from an abstract name
+   * must allow that uid.
+   */
+  allow?: AllowList;
 }
 
 /** The options of one socket, checked and with defaults filled in. */

@@ -16,6 +16,11 @@
  * the peer through the kernel's queue instead of filling this process's fd
  * table (which would truncate what follows).
  *
+ * A datagram socket with an allow-list (options.ts, `allow`) drops each
+ * datagram whose SCM_CREDENTIALS do not pass, first thing: its fds are
+ * closed before anything else looks at them, and the owner is told
+ * (ReceiverOwner.refused); reading goes on.
+ *
  * The receiver decides nothing about the socket's life: EOF ends the inbox,
  * and a fatal error goes to the owner (ReceiverOwner.fail), which stops the
  * receiver.
@@ -28,12 +33,16 @@ import { closeFds } from './fd';
 import { FrameDecoder, FLAG_CREDENTIALS, MAX_FDS, type Credentials } from './frame';
 import { Message } from './message';
 import { MAX_PACKET, type SocketLimits } from './options';
+import type { AllowCheck } from './allow';
 import type { Inbox } from './inbox';
 
 export interface ReceiverOwner {
   /** A fatal error (a broken connection, a peer breaking the protocol or a
    * limit): the owner ends the connection and calls stop(). */
   fail(err: Error): void;
+  /** A datagram the allow-list refused, from `peer` (undefined: it came
+   * without credentials); its `nfds` fds are closed already. */
+  refused(peer: Credentials | undefined, nfds: number): void;
 }
 
 // One set of scratch buffers per thread: JavaScript runs one receive at a
@@ -68,14 +77,21 @@ export class Receiver {
   readonly #inbox: Inbox<Message>;
   readonly #owner: ReceiverOwner;
   readonly #decoder: FrameDecoder | null;
+  readonly #allow: AllowCheck | null;
+  /** Whether messages show the credentials that came with them: a socket
+   * that has SO_PASSCRED on only for its allow-list does not. */
+  showCredentials: boolean;
   /** fds held by messages in the inbox. */
   #bufferedFds = 0;
   #eof = false;
   /** Failed or closed: nothing more is delivered. */
   #stopped = false;
 
-  constructor(fd: number, limits: SocketLimits, inbox: Inbox<Message>, owner: ReceiverOwner) {
+  /** `allow`: datagram sockets only, with SO_PASSCRED on. */
+  constructor(fd: number, limits: SocketLimits, inbox: Inbox<Message>, owner: ReceiverOwner, allow: AllowCheck | null = null) {
     this.#fd = fd;
+    this.#allow = limits.type === 'dgram' ? allow : null;
+    this.showCredentials = !this.#allow || limits.passCredentials;
     this.#o = limits;
     this.#stream = limits.type === 'stream';
     this.#dgram = limits.type === 'dgram';
@@ -84,6 +100,11 @@ export class Receiver {
     this.#decoder = limits.framed
       ? new FrameDecoder({ maxPayload: limits.maxMessageSize, maxHeldFds: limits.maxHeldFds })
       : null;
+  }
+
+  /** Whether datagrams are checked against an allow-list. */
+  get filters(): boolean {
+    return this.#allow !== null;
   }
 
   /** The peer closed (or the connection failed): nothing more will be read. */
@@ -198,6 +219,12 @@ export class Receiver {
         continue;
       }
       const creds = RMETA[m + HAS_CREDS] ? { pid: RMETA[m + PID]!, uid: RMETA[m + UID]! >>> 0, gid: RMETA[m + GID]! >>> 0 } : undefined;
+      if (this.#allow && !(creds && this.#allow(creds))) {
+        // Not a sender we take anything from: its fds never reach anyone.
+        if (nfds > 0) closeFds(fdsAll!, fdStart, nfds);
+        this.#owner.refused(creds, nfds);
+        continue;
+      }
       const ctrunc = (flags & K.MSG_CTRUNC) !== 0;
       // More fds than allowed (with MSG_CTRUNC, the peer sent more than
       // arrived): closed before anything else looks at them.
@@ -232,7 +259,7 @@ export class Receiver {
         continue;
       }
       const address = dgram ? decodeAddress(RADDR.subarray(i * K.RECV_ADDR, i * K.RECV_ADDR + RMETA[m + ADDRLEN]!)) : undefined;
-      inbox.push(new Message(bytes, off, stored, fdsAll, fdStart, nfds, creds, address));
+      inbox.push(new Message(bytes, off, stored, fdsAll, fdStart, nfds, this.showCredentials ? creds : undefined, address));
       this.#bufferedFds += nfds;
     }
   }

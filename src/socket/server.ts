@@ -20,22 +20,18 @@
  */
 import { EventEmitter } from 'node:events';
 import { native, K } from '../native';
-import { errnoError, invalidArg, unsupported, SocketClosedError, PeerRefusedError } from '../errors';
+import { errnoError, unsupported, SocketClosedError, PeerRefusedError } from '../errors';
 import { encodeAddress, isAbstract, displayAddress } from './address';
 import { Acceptor } from './acceptor';
 import { adoptSocket } from './adopt';
+import { compileAllow, type AllowCheck, type AllowList } from './allow';
 import { listenUnix, unlinkIfOurs } from './bind';
 import { closeFd } from './fd';
-import type { Credentials } from './frame';
 import { Inbox, type WaitOptions } from './inbox';
 import { resolveOptions, typeName, typeNumber, type SocketOptions, type SocketType } from './options';
 import { UnixSocket } from './socket';
 
-/** Compatibility: these lived here before bind.ts. */
-
-export type AllowList =
-  | ((peer: Credentials) => boolean)
-  | { uids?: readonly number[]; gids?: readonly number[]; check?: (peer: Credentials) => boolean };
+export type { AllowList };
 
 export interface ServerOptions extends SocketOptions {
   /** 'stream' (default) or 'seqpacket'. */
@@ -66,7 +62,7 @@ export class UnixServer extends EventEmitter {
   #closed = false;
   readonly #ino: number | null;
   readonly #options: SocketOptions;
-  readonly #allow: ((c: Credentials) => boolean) | null;
+  readonly #allow: AllowCheck | null;
   readonly #acceptor: Acceptor;
   readonly #inbox: Inbox<UnixSocket>;
 
@@ -75,7 +71,7 @@ export class UnixServer extends EventEmitter {
   constructor(fd: number, address: string, type: SocketType, ino: number | null, options: ServerOptions) {
     super();
     resolveOptions(type, options);
-    this.#allow = compileAllow(options.allow, address);
+    this.#allow = compileAllow(options.allow, isAbstract(address));
     this.#fd = fd;
     this.address = address;
     this.type = type;
@@ -104,7 +100,7 @@ export class UnixServer extends EventEmitter {
     if (!Number.isInteger(backlog) || backlog < 0) throw new RangeError(`backlog must be a non-negative integer, got ${backlog}`);
     encodeAddress(address);
     resolveOptions(typeName(typeNum), options);
-    compileAllow(options.allow, address);
+    compileAllow(options.allow, isAbstract(address));
     return UnixServer.#listen(address, typeNum, backlog, options);
   }
 
@@ -201,21 +197,4 @@ export class UnixServer extends EventEmitter {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-function compileAllow(allow: AllowList | undefined, address: string): ((c: Credentials) => boolean) | null {
-  if (allow === undefined) {
-    if (!isAbstract(address)) return null;
-    const me = process.getuid!();
-    return (c) => c.uid === me || c.uid === 0;
-  }
-  if (typeof allow === 'function') return allow;
-  if (typeof allow !== 'object' || allow === null) throw invalidArg('allow must be a function or { uids, gids, check }');
-  const uids = allow.uids ? new Set(allow.uids) : null;
-  const gids = allow.gids ? new Set(allow.gids) : null;
-  const fn = allow.check;
-  return (c) => {
-    if ((uids || gids) && !(uids?.has(c.uid) || gids?.has(c.gid))) return false;
-    return fn ? fn(c) : true;
-  };
 }

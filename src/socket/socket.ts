@@ -22,10 +22,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { native, K } from '../native';
-import { errnoError, check, abortError, SocketClosedError, ProtocolError, TimeoutError, type ErrnoError } from '../errors';
+import { errnoError, check, abortError, SocketClosedError, ProtocolError, TimeoutError, PeerRefusedError, type ErrnoError } from '../errors';
 import { EAGAIN, EINTR, ENOTCONN, ECONNRESET, EPIPE, ECONNREFUSED } from '../errno';
-import { encodeAddress, decodeAddress, displayAddress } from './address';
+import { encodeAddress, decodeAddress, displayAddress, isAbstract } from './address';
 import { adoptSocket } from './adopt';
+import { compileAllow, type AllowCheck } from './allow';
 import { bindPath, unlinkIfOurs } from './bind';
 import { closeFd } from './fd';
 import type { Credentials } from './frame';
@@ -60,10 +61,14 @@ export class UnixSocket extends EventEmitter {
    * consumer left (#updatePoll); then it is disarmed. */
   #lingerScheduled = false;
   #lingerOver = false;
+  #refused = 0;
+  /** For 'refused' messages: the bound name, read once. */
+  #boundName: string | undefined;
 
   /** @internal Use UnixSocket.connect(), .pair(), .fromFd() or .datagram().
-   * Takes `fd` over only if it does not throw. */
-  constructor(fd: number, type: SocketType, options: SocketOptions = {}) {
+   * Takes `fd` over only if it does not throw. `allow`: datagrams only, with
+   * SO_PASSCRED on already. */
+  constructor(fd: number, type: SocketType, options: SocketOptions = {}, allow: AllowCheck | null = null) {
     super();
     const limits = resolveOptions(type, options);
     if (limits.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
@@ -80,7 +85,10 @@ export class UnixSocket extends EventEmitter {
       changed: () => this.#updatePoll(),
       finished: () => this.#onFinished(),
     }, { noun: 'message', closed: 'no more messages: the socket is closed' });
-    this.#receiver = new Receiver(fd, limits, this.#inbox, { fail: (err) => this.#destroy(err) });
+    this.#receiver = new Receiver(fd, limits, this.#inbox, {
+      fail: (err) => this.#destroy(err),
+      refused: (peer, nfds) => this.#onRefused(peer, nfds),
+    }, allow);
     this.#sender = new SendQueue(fd, limits, {
       update: () => this.#updatePoll(),
       drained: () => {
@@ -145,18 +153,21 @@ export class UnixSocket extends EventEmitter {
     if (options.bind !== undefined) encodeAddress(options.bind);
     if (options.connect !== undefined) encodeAddress(options.connect);
     resolveOptions('dgram', options);
-    return UnixSocket.#datagram(options);
+    const allow = compileAllow(options.allow, options.bind !== undefined && isAbstract(options.bind) && options.connect === undefined);
+    return UnixSocket.#datagram(options, allow);
   }
 
-  static async #datagram(options: DatagramOptions): Promise<UnixSocket> {
+  static async #datagram(options: DatagramOptions, allow: AllowCheck | null): Promise<UnixSocket> {
     const fd = check(native.socket(K.SOCK_DGRAM), 'socket');
     let ino: number | null = null;
     try {
+      // Before bind(): no datagram may arrive without credentials to check.
+      if (allow) check(native.setPassCred(fd, true), 'setsockopt');
       if (options.bind !== undefined) ino = await bindPath(fd, options.bind, options.mode ?? 0o600);
       if (options.connect !== undefined) {
         check(native.connect(fd, encodeAddress(options.connect)), 'connect', displayAddress(options.connect));
       }
-      return new UnixSocket(fd, 'dgram', options);
+      return new UnixSocket(fd, 'dgram', options, allow);
     } catch (err) {
       if (ino !== null) unlinkIfOurs(options.bind!, ino);
       native.close(fd);
@@ -183,6 +194,11 @@ export class UnixSocket extends EventEmitter {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Datagrams dropped because their sender was not allowed (`allow`). */
+  get refusedCount(): number {
+    return this.#refused;
   }
 
   /** Messages waiting for the kernel to take them. */
@@ -216,8 +232,16 @@ export class UnixSocket extends EventEmitter {
     return decodeAddress(buf.subarray(0, n));
   }
 
-  /** SO_PASSCRED on or off. */
+  /** SO_PASSCRED on or off: whether messages carry the sender's
+   * credentials. A datagram socket with an allow-list keeps SO_PASSCRED on
+   * (it needs the credentials to check); this only says whether messages
+   * show them. */
   setPassCredentials(on: boolean): void {
+    if (this.#receiver.filters) {
+      if (this.#closed) throw new SocketClosedError();
+      this.#receiver.showCredentials = on;
+      return;
+    }
     check(native.setPassCred(this.fd, on), 'setsockopt');
   }
 
@@ -295,6 +319,15 @@ export class UnixSocket extends EventEmitter {
     }
     const r = this.#watcher.set(want);
     if (r < 0) this.#destroy(errnoError(r, 'uv_poll_start'));
+  }
+
+  /** A datagram the allow-list refused (its fds are closed already). */
+  #onRefused(peer: Credentials | undefined, nfds: number): void {
+    this.#refused++;
+    const who = peer ? `pid ${peer.pid} uid ${peer.uid} gid ${peer.gid}` : 'a sender without credentials';
+    this.#boundName ??= this.#closed ? '' : this.localAddress;
+    this.emit('refused', peer, new PeerRefusedError(
+      `refused a datagram from ${who} on ${displayAddress(this.#boundName)}; its ${nfds} fd(s) were closed`));
   }
 
   #onReady(events: number): void {

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { FrameDecoder, encodeFrame, HEADER_SIZE, FLAG_CREDENTIALS } from '../../src/socket/frame';
 import { Rng, caseSeed, runDecoderCase, decoderLimits } from '../helpers/fuzz';
+import { liveBytes } from '../helpers/memory';
 
 const frame = (s: string, nfds = 0, flags = 0) => encodeFrame(Buffer.from(s), nfds, flags);
 
@@ -126,4 +127,56 @@ test('a frame arriving in many reads is copied once, not once per read', () => {
   assert.ok(out[0]!.payload.equals(payload));
   // 65 536 reads: quadratic concatenation would copy ~128 GiB; linear takes well under a second.
   assert.ok(ms < 5000, `${ms} ms`);
+});
+
+test('a frame trickled 1 byte per read, credentials on each: memory held stays within a small factor of its bytes', () => {
+  const size = 64 * 1024;
+  const whole = encodeFrame(Buffer.alloc(size, 9), 1, FLAG_CREDENTIALS);
+  const d = new FrameDecoder({ maxPayload: 256 * 1024 });
+  const before = liveBytes();
+  // As the receiver does: a fresh credentials object with every read.
+  const creds = () => ({ pid: 10, uid: 20, gid: 30 });
+  let maxHeld = 0;
+  let maxRecords = 0;
+  for (let i = 0; i < whole.length - 1; i++) {
+    assert.deepEqual(d.push(whole.subarray(i, i + 1), i === 0 ? [77] : [], false, creds()), []);
+    maxHeld = Math.max(maxHeld, d.heldBytes);
+    maxRecords = Math.max(maxRecords, d.heldRecords);
+  }
+  const grown = liveBytes() - before;
+  assert.equal(d.bufferedBytes, whole.length - 1);
+  // Measured: the old decoder held ~15 MB here (a Buffer and a credentials
+  // entry per read); now the frame's own bytes.
+  assert.ok(grown < 1024 * 1024, `${grown} bytes live for a ${whole.length}-byte incomplete frame`);
+  // One buffer, at most twice what arrived, never past the frame's size.
+  assert.equal(maxHeld, whole.length);
+  // One fd batch and one (merged) credentials range, not one per read.
+  assert.ok(maxRecords <= 2, `${maxRecords} records held`);
+
+  const [f, ...rest] = d.push(whole.subarray(whole.length - 1), [], false, creds());
+  assert.equal(rest.length, 0);
+  assert.equal(f!.payload.length, size);
+  assert.ok(f!.payload.every((b) => b === 9));
+  assert.deepEqual([...f!.fds], [77]);
+  assert.deepEqual(f!.credentials, creds());
+  assert.equal(d.heldBytes, 0);
+  assert.equal(d.heldRecords, 0);
+});
+
+test('credentials belong to the read holding each frame\'s first byte, whatever merging and skipping the decoder does', () => {
+  const frames = [frame('one', 0, FLAG_CREDENTIALS), frame('two-two', 0, FLAG_CREDENTIALS), frame('3', 0, FLAG_CREDENTIALS)];
+  const whole = Buffer.concat(frames);
+  const starts = [0, frames[0]!.length, frames[0]!.length + frames[1]!.length];
+  // Reads of 1..4 bytes; the sender's credentials change at the second frame.
+  for (const step of [1, 2, 3, 4]) {
+    const d = new FrameDecoder();
+    const out = [];
+    for (let i = 0; i < whole.length; i += step) {
+      const who = i >= starts[1]! ? 2 : 1;
+      out.push(...d.push(whole.subarray(i, i + step), [], false, { pid: who, uid: who, gid: who }));
+    }
+    const want = starts.map((s) => Math.floor(s / step) * step >= starts[1]! ? 2 : 1);
+    assert.deepEqual(out.map((f) => f.credentials?.pid), want, `reads of ${step}`);
+    assert.deepEqual(out.map((f) => f.payload.toString()), ['one', 'two-two', '3']);
+  }
 });
