@@ -27,6 +27,7 @@ import type { Message } from '../socket/message';
 import { decodeWorkerMessage, encodeShutdown, encodeStatusQuery, Op } from './protocol';
 import { WORKER_ENV, type WorkerConfig } from './worker';
 import type { Target } from './dispatcher';
+import { HandoffWindow } from './handoff-window';
 import type { SpareFds } from './spare-fds';
 import { errorCode, type Log } from './log';
 
@@ -172,7 +173,7 @@ export class Supervisor {
     }
     const w: WorkerRec = {
       slot, generation, child, sock: mine, state: 'starting', pid: child.pid, inflight: new Map(), batches: 0,
-      handed: 0, acked: 0, live: 0, requests: 0, startedAt: Date.now(),
+      handed: 0, acked: 0, live: 0, window: new HandoffWindow(), requests: 0, startedAt: Date.now(),
       readyTimer: null, killTimer: null, failure: undefined, onReady: null, loadWaiters: [],
       exitCode: null, exitSignal: null, killedByUs: false, wasReady: false,
       // A spawn that fails (EMFILE, EAGAIN) emits 'error' and never 'exit'.
