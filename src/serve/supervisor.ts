@@ -10,16 +10,19 @@
  * - The worker protocol's control side (READY, FAILED, LOAD) is handled
  *   here; ACK and LOST go to the hooks (the dispatcher's business).
  * - The end: a worker whose process or channel ends is 'dead' at once (its
- *   channel closed, the process killed if it lingers) and the hooks hear of
- *   it (gone) so that its connections go elsewhere; the record is dropped
+ *   channel closed) and the hooks hear of it (gone) so that its connections
+ *   go elsewhere. A process that outlives its channel (it closed fd 3) is
+ *   killed, by us: a failure of the worker for the respawn policy
+ *   (respawn-policy.ts), not a kill from outside. The record is dropped
  *   when the process has exited, and the slot's worker replaced if the
- *   hooks say so (respawn policy below).
+ *   hooks say so.
  * - Drain (SHUTDOWN, then SIGKILL if it takes too long) and kill.
  *
  * Each slot has at most one current worker (of the serving generation);
  * draining workers of older generations are in `workers` until they exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { WorkerStartError } from '../errors';
 import { UnixSocket } from '../socket/socket';
@@ -28,6 +31,7 @@ import { decodeWorkerMessage, encodeShutdown, encodeStatusQuery, Op } from './pr
 import { WORKER_ENV, type WorkerConfig } from './worker';
 import type { Target } from './dispatcher';
 import { HandoffWindow } from './handoff-window';
+import { respawnPolicy } from './respawn-policy';
 import type { SpareFds } from './spare-fds';
 import { errorCode, type Log } from './log';
 
@@ -49,7 +53,8 @@ export interface WorkerRec extends Target {
   /** How it ended ('exit' event): for the crash-loop policy. */
   exitCode: number | null;
   exitSignal: NodeJS.Signals | null;
-  /** The primary itself killed it (not ready in time, a protocol error, drained too long). */
+  /** The primary itself killed it (not ready in time, a protocol error,
+   * its channel closed, drained too long, stopped while starting). */
   killedByUs: boolean;
   wasReady: boolean;
   loadWaiters: (() => void)[];
@@ -87,15 +92,11 @@ export interface SupervisorHooks {
   exited(w: WorkerRec): void;
 }
 
-/** Signals that end a process from outside (an operator, the OOM killer, a
- * supervisor): a ready worker ended by one is replaced at once, not throttled. */
-const EXTERNAL_SIGNALS: ReadonlySet<string> = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP']);
-/** A worker that dies younger than this, by itself, crashed. */
-const YOUNG_MS = 5000;
-/** Crashes in a row from which a crash loop is reported. */
-const CRASH_LOOP = 5;
 /** How long past its shutdown timeout a draining worker gets before SIGKILL. */
 const DRAIN_GRACE_MS = 2000;
+/** How long a process whose channel ended gets to exit by itself (or to
+ * be reported exited, if it was killed) before we kill it. */
+const CHANNEL_GRACE_MS = 200;
 
 export class Supervisor {
   readonly #opts: SupervisorOptions;
@@ -252,9 +253,16 @@ export class Supervisor {
     w.state = 'dead';
     if (w.readyTimer) clearTimeout(w.readyTimer);
     w.sock.close();
-    // Usually it is dying already (its end of the channel closed): not a kill
-    // of ours for the crash-loop policy.
-    if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    if (w.child.exitCode === null && w.child.signalCode === null) {
+      // Its channel ended first. Usually the process is dying already (a
+      // kill from outside closes its fds before its exit is reported); one
+      // still alive after the grace closed its channel itself, and is
+      // killed by us, as a failure.
+      if (w.killTimer) clearTimeout(w.killTimer);
+      w.killTimer = setTimeout(() => {
+        if (w.child.exitCode === null && w.child.signalCode === null && !isZombie(w.child.pid)) this.kill(w);
+      }, CHANNEL_GRACE_MS);
+    }
     const slot = this.#slots[w.slot]!;
     const replace = slot.current === w;
     if (replace) slot.current = null;
@@ -267,7 +275,7 @@ export class Supervisor {
       // start fail instead.
       if (replace && slot.current === null && !this.#stopping && this.#h.replaceable(w)) this.#respawn(w.slot, w);
     });
-    const reason = w.failure ?? why;
+    const reason = (w.failure ??= why);
     this.#log(wasDraining ? 'worker-drained' : 'worker-exit', {
       slot: w.slot, generation: w.generation, pid: w.pid, reason, redispatched: w.inflight.size,
     });
@@ -278,36 +286,23 @@ export class Supervisor {
     this.#h.gone(w);
   }
 
-  /** SIGKILL for misbehaving (not ready in time, a protocol error, draining
-   * too long): a crash, not a kill from outside, for the respawn policy. */
+  /** SIGKILL for misbehaving (not ready in time, a protocol error, its
+   * channel closed, draining too long) or not wanted (stopped while
+   * starting): a crash, not a kill from outside, for the respawn policy. */
   kill(w: WorkerRec): void {
     w.killedByUs = true;
     w.child.kill('SIGKILL');
   }
 
-  /**
-   * Respawn with back-off. A ready worker killed from outside (SIGKILL by an
-   * operator or the OOM killer, SIGTERM...) says nothing about the app: it is
-   * replaced at once. A worker that never became ready, or that ended by
-   * itself (an exit status, a crash signal such as SIGSEGV or SIGABRT, or
-   * killed by us for misbehaving) within 5 s, is a crash: respawned after
-   * 100 ms doubling to 30 s while it keeps crashing; from 5 in a row on, a
-   * crash loop is reported. A spawn that fails (EMFILE) is retried the same way.
-   */
+  /** Respawn with back-off (respawn-policy.ts): a ready worker killed from
+   * outside at once, a crash after a growing delay. */
   #respawn(slot: number, dead: WorkerRec | null): void {
     const s = this.#slots[slot]!;
     if (s.respawnTimer || this.#stopping) return;
-    const external = dead !== null && dead.wasReady && !dead.killedByUs && dead.exitSignal !== null && EXTERNAL_SIGNALS.has(dead.exitSignal);
-    if (!external) {
-      const young = dead === null || Date.now() - dead.startedAt < YOUNG_MS;
-      s.crashes = young ? s.crashes + 1 : 0;
-    }
-    const delay = external || s.crashes === 0 ? 0 : Math.min(100 * 2 ** (s.crashes - 1), 30_000);
-    const cause = dead === null ? 'spawn-failed' : external ? 'killed' : 'crashed';
-    this.#log('worker-respawn', { slot, inMs: delay, cause, crashes: s.crashes, ...(dead ? { pid: dead.pid, code: dead.exitCode, signal: dead.exitSignal } : {}) });
-    if (!external && s.crashes >= CRASH_LOOP) {
-      this.#log('worker-crash-loop', { slot, crashes: s.crashes, nextAttemptMs: delay, reason: dead?.failure ?? 'spawn failed' });
-    }
+    const { cause, crashes, delay, crashLoop } = respawnPolicy(dead, s.crashes, Date.now());
+    s.crashes = crashes;
+    this.#log('worker-respawn', { slot, inMs: delay, cause, crashes, ...(dead ? { pid: dead.pid, code: dead.exitCode, signal: dead.exitSignal } : {}) });
+    if (crashLoop) this.#log('worker-crash-loop', { slot, crashes, nextAttemptMs: delay, reason: dead ? dead.failure : 'spawn failed' });
     s.respawnTimer = setTimeout(() => {
       s.respawnTimer = null;
       if (this.#stopping || s.current) return;
@@ -365,5 +360,16 @@ export class Supervisor {
         w.sock.send(encodeStatusQuery()).catch(() => resolve());
       }));
     await Promise.all(asks);
+  }
+}
+
+/** Whether `pid` (our child, not yet reaped) has exited: a zombie. */
+function isZombie(pid: number | undefined): boolean {
+  if (pid === undefined) return true;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] === 'Z';
+  } catch {
+    return true; // gone
   }
 }
