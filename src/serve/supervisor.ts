@@ -14,12 +14,16 @@
  *   go elsewhere. A process that outlives its channel (it closed fd 3) is
  *   killed, by us: a failure of the worker for the respawn policy
  *   (respawn-policy.ts), not a kill from outside. The record is dropped
- *   when the process has exited, and the slot's worker replaced if the
- *   hooks say so.
+ *   when the process has exited, and a worker of the serving generation is
+ *   replaced.
  * - Drain (SHUTDOWN, then SIGKILL if it takes too long) and kill.
  *
- * Each slot has at most one current worker (of the serving generation);
- * draining workers of older generations are in `workers` until they exit.
+ * Generations: each slot has at most one current worker, of the serving
+ * generation (respawns keep it filled), and at most one next worker, of the
+ * generation being started (startGeneration): that one takes over when all
+ * of its generation is ready (promote), or is stopped if any cannot start
+ * (abandon). Workers of other generations (draining, stopped) are in
+ * `workers` until they exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -63,7 +67,10 @@ export interface WorkerRec extends Target {
 interface Slot {
   restarts: number;
   crashes: number;
+  /** Its worker of the serving generation. */
   current: WorkerRec | null;
+  /** Its worker of the generation being started. */
+  next: WorkerRec | null;
   respawnTimer: NodeJS.Timeout | null;
 }
 
@@ -79,10 +86,6 @@ export interface SupervisorOptions {
 }
 
 export interface SupervisorHooks {
-  /** The generation a respawned worker belongs to. */
-  generation(): number;
-  /** Whether `w`, dead and its slot's current worker, is to be replaced. */
-  replaceable(w: WorkerRec): boolean;
   ready(w: WorkerRec): void;
   ack(w: WorkerRec, ids: Uint32Array, live: number): void;
   lost(w: WorkerRec, batch: number): void;
@@ -105,6 +108,7 @@ export class Supervisor {
   readonly #log: Log;
   readonly #slots: Slot[] = [];
   readonly #workers = new Set<WorkerRec>();
+  #serving = 0;
   #stopping = false;
 
   constructor(opts: SupervisorOptions, spares: SpareFds, hooks: SupervisorHooks, log: Log) {
@@ -112,7 +116,7 @@ export class Supervisor {
     this.#spares = spares;
     this.#h = hooks;
     this.#log = log;
-    for (let slot = 0; slot < opts.workers; slot++) this.#slots.push({ restarts: 0, crashes: 0, current: null, respawnTimer: null });
+    for (let slot = 0; slot < opts.workers; slot++) this.#slots.push({ restarts: 0, crashes: 0, current: null, next: null, respawnTimer: null });
   }
 
   /** Every worker not yet exited, of any generation and state. */
@@ -120,7 +124,13 @@ export class Supervisor {
     return this.#workers;
   }
 
-  /** The current worker of each slot that has one, in slot order. */
+  /** The serving generation (0 until the first one is promoted). */
+  get serving(): number {
+    return this.#serving;
+  }
+
+  /** The current worker of each slot that has one, in slot order: the
+   * serving generation's. */
   current(): WorkerRec[] {
     const out: WorkerRec[] = [];
     for (const s of this.#slots) if (s.current) out.push(s.current);
@@ -131,17 +141,59 @@ export class Supervisor {
     return this.#slots[slot]?.restarts ?? 0;
   }
 
-  /** Makes these workers their slots' current ones again (a reload rolled back). */
-  makeCurrent(workers: WorkerRec[]): void {
-    for (const w of workers) if (this.#slots[w.slot]) this.#slots[w.slot]!.current = w;
-  }
-
-  /** Starts a worker in every slot; resolves when all are ready, rejects
-   * when one cannot start. */
+  /** Starts `generation` (newer than any before): a next worker in every
+   * slot. Resolves when all are ready, rejects (WorkerStartError) as soon
+   * as one cannot start; either way the caller then promotes or abandons it. */
   startGeneration(generation: number): Promise<void> {
     const starts: Promise<void>[] = [];
     for (let slot = 0; slot < this.#slots.length; slot++) starts.push(this.#spawn(slot, generation));
     return Promise.all(starts).then(() => undefined);
+  }
+
+  /**
+   * `generation`, all ready, becomes the serving one: each slot's next
+   * worker its current one (a respawn pending for the slot is dropped).
+   * Returns the workers of other generations still running, for the caller
+   * to retire. Throws (WorkerStartError) if one of the next workers died
+   * after it was ready: then nothing changed, and the caller abandons it.
+   */
+  promote(generation: number): WorkerRec[] {
+    this.#slots.forEach((s, slot) => {
+      const w = s.next;
+      if (w?.generation !== generation || w.state !== 'ready') throw new WorkerStartError(slot, w?.pid, w?.failure ?? 'not ready with its generation');
+    });
+    for (const s of this.#slots) {
+      if (s.respawnTimer) clearTimeout(s.respawnTimer);
+      s.respawnTimer = null;
+      s.current = s.next;
+      s.next = null;
+    }
+    this.#serving = generation;
+    return [...this.#workers].filter((w) => w.generation !== generation && w.state !== 'dead');
+  }
+
+  /** `generation` will not serve: its workers are retired (those ready
+   * may have been given connections when no other worker was: they drain). */
+  abandon(generation: number): void {
+    for (const s of this.#slots) if (s.next?.generation === generation) s.next = null;
+    for (const w of this.#workers) if (w.generation === generation) this.retire(w);
+  }
+
+  /** Ends a worker that is not to serve: one still starting has no
+   * connection and is killed; any other drains. */
+  retire(w: WorkerRec): void {
+    if (w.state === 'starting') this.kill(w);
+    else this.drain(w);
+  }
+
+  /** Resolves when every worker that is not a slot's current one (retired,
+   * draining, abandoned, dying) has exited. */
+  async othersExited(): Promise<void> {
+    for (;;) {
+      const others = [...this.#workers].filter((w) => this.#slots[w.slot]?.current !== w);
+      if (others.length === 0) return;
+      await Promise.all(others.map((w) => w.exited));
+    }
   }
 
   /** Starts a worker in `slot`; resolves when it is ready, rejects if it
@@ -188,7 +240,10 @@ export class Supervisor {
       }),
     };
     this.#workers.add(w);
-    if (generation === this.#h.generation()) this.#slots[slot]!.current = w;
+    // A respawn fills the serving generation's place; a new generation's
+    // worker waits for promote().
+    if (generation === this.#serving) this.#slots[slot]!.current = w;
+    else this.#slots[slot]!.next = w;
     mine.on('message', (m: Message) => this.#onMessage(w, m));
     mine.on('error', () => this.gone(w, 'channel error'));
     mine.on('close', () => this.gone(w, 'channel closed'));
@@ -248,7 +303,6 @@ export class Supervisor {
    * (called more than once; acts once). */
   gone(w: WorkerRec, why: string): void {
     if (w.state === 'dead') return;
-    const wasStarting = w.state === 'starting';
     const wasDraining = w.state === 'draining';
     w.state = 'dead';
     if (w.readyTimer) clearTimeout(w.readyTimer);
@@ -271,15 +325,16 @@ export class Supervisor {
       this.#workers.delete(w);
       this.#h.exited(w);
       // A worker of the serving generation is replaced (once we know how it
-      // ended); one that fails during the first start or a reload makes that
+      // ended); one that fails during the start of a generation makes that
       // start fail instead.
-      if (replace && slot.current === null && !this.#stopping && this.#h.replaceable(w)) this.#respawn(w.slot, w);
+      if (replace && slot.current === null && !this.#stopping && w.generation === this.#serving) this.#respawn(w.slot, w);
     });
     const reason = (w.failure ??= why);
     this.#log(wasDraining ? 'worker-drained' : 'worker-exit', {
       slot: w.slot, generation: w.generation, pid: w.pid, reason, redispatched: w.inflight.size,
     });
-    if (wasStarting && w.onReady) {
+    // Its start fails, whatever it was doing (even drained while starting).
+    if (w.onReady) {
       w.onReady(new WorkerStartError(w.slot, w.pid, reason));
       w.onReady = null;
     }
@@ -307,7 +362,7 @@ export class Supervisor {
       s.respawnTimer = null;
       if (this.#stopping || s.current) return;
       s.restarts++;
-      const started = this.#spawn(slot, this.#h.generation());
+      const started = this.#spawn(slot, this.#serving);
       // A worker that starts and then dies is respawned from gone(); one
       // that could not even be started has no record: try again from here.
       if (!s.current) this.#respawn(slot, null);
@@ -333,13 +388,10 @@ export class Supervisor {
   }
 
   /** Ends every worker: those still starting get no traffic and are
-   * stopped (SIGTERM); the others drain. */
+   * killed; the others drain. */
   stopAll(): void {
     this.stopRespawning();
-    for (const w of this.#workers) {
-      if (w.state === 'starting') w.child.kill('SIGTERM');
-      else this.drain(w);
-    }
+    for (const w of this.#workers) this.retire(w);
   }
 
   /** Resolves when every worker has exited. */
