@@ -10,31 +10,30 @@
  * in between:
  * - LOST (the CONNS message reached the worker without its fds: MSG_CTRUNC,
  *   the worker at its RLIMIT_NOFILE): those connections go to another
- *   worker; once every ready worker has lost them they wait, and are tried
- *   again in 100 ms, so that workers at their limit cost no busy loop;
+ *   worker, or wait; the worker that lost them gets smaller batches after a
+ *   back-off (its HandoffWindow, handoff-window.ts), so that a worker out of
+ *   fd slots costs no storm of hand-offs and one with a few slots left
+ *   still gets work;
  * - a worker gone (dead, killed, its channel broken): takeBack() hands its
  *   unacknowledged connections to the others;
- * - no worker can take a connection (none ready, or all at MAX_UNACKED):
- *   it waits, in order, and goes with the next dispatch. Past MAX_UNACKED
- *   waiting, the owner is told to stop accepting (`backpressure`): the
- *   kernel's backlog holds the rest meanwhile.
+ * - no worker can take a connection (none ready, all full, or all backing
+ *   off): it waits, in order, and goes as soon as a worker has room: with
+ *   the next dispatch (an accept, an ack, a worker ready), or when a
+ *   back-off ends (one timer). Past MAX_UNACKED waiting, the owner is told
+ *   to stop accepting (`backpressure`): the kernel's backlog holds the rest
+ *   meanwhile.
  * Which worker gets a connection is the strategy's pick (strategies.ts),
  * over the candidates the owner gives (the serving generation's ready
- * workers); each worker gets what was picked for it in one message.
+ * workers), within each one's window; each worker gets what was picked for
+ * it in one message.
  */
 import { native } from '../native';
 import type { UnixSocket } from '../socket/socket';
 import { MAX_FDS } from '../socket/frame';
 import { encodeConns } from './protocol';
 import { pickWorker, type Strategy, type WorkerLoad } from './strategies';
-import { errorCode, type Log } from './log';
-
-/** Worker backpressure: past this many unacknowledged connections a worker
- * (stopped, or overwhelmed) gets no more until it catches up; past this
- * many waiting, the primary stops accepting. */
-export const MAX_UNACKED = 1024;
-/** How long connections every ready worker lost wait before another try. */
-const LOST_RETRY_MS = 100;
+import { errorCode, Throttled, type Log } from './log';
+import { MAX_UNACKED, type HandoffWindow } from './handoff-window';
 
 /** An accepted connection, held by the dispatcher until acknowledged. */
 export interface Conn {
@@ -46,8 +45,6 @@ export interface Conn {
   hash: number;
   /** The hand-off message (per worker, from 1) that carried it last. */
   batch: number;
-  /** How many workers reported it LOST (arrived without its fd). */
-  losses: number;
 }
 
 /** What the dispatcher needs of a worker: its channel and its ledger. */
@@ -63,6 +60,8 @@ export interface Target {
   acked: number;
   /** The live connections it last reported (least-connections). */
   live: number;
+  /** How many it may have unacknowledged, and from when (LOST hand-offs). */
+  readonly window: HandoffWindow;
 }
 
 export interface DispatcherHooks<W extends Target> {
@@ -84,8 +83,11 @@ const NAME_BUF = Buffer.alloc(64);
 
 export class Dispatcher<W extends Target> {
   readonly #h: DispatcherHooks<W>;
+  readonly #lostLog: Throttled;
   #waiting: Conn[] = [];
+  /** Set for when the first back-off ends, while connections wait. */
   #retryTimer: NodeJS.Timeout | null = null;
+  #retryAt = 0;
   #cursor = 0;
   #nextId = 1;
   #paused = false;
@@ -95,6 +97,7 @@ export class Dispatcher<W extends Target> {
 
   constructor(hooks: DispatcherHooks<W>) {
     this.#h = hooks;
+    this.#lostLog = new Throttled('handoff-lost', hooks.log);
   }
 
   /** How many connections wait for a worker. */
@@ -114,7 +117,7 @@ export class Dispatcher<W extends Target> {
     const conns: Conn[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const fd = fds[i]!;
-      conns[i] = { id: this.#nextId, fd, listener, hash: hashed ? clientHash(fd) : 0, batch: 0, losses: 0 };
+      conns[i] = { id: this.#nextId, fd, listener, hash: hashed ? clientHash(fd) : 0, batch: 0 };
       this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     }
     this.#dispatch(conns);
@@ -128,10 +131,12 @@ export class Dispatcher<W extends Target> {
   /** ACK from `w`: it adopted these connections; our copies are closed. */
   acked(w: W, ids: Uint32Array, live: number): void {
     let n = 0;
+    let latest: number | null = null;
     for (const id of ids) {
       const c = w.inflight.get(id);
       if (!c) continue;
       w.inflight.delete(id);
+      if (latest === null || ((c.batch - latest) | 0) > 0) latest = c.batch;
       CLOSE_BUF[n++] = c.fd;
       if (n === CLOSE_BUF.length) {
         native.closeMany(CLOSE_BUF, 0, n);
@@ -141,34 +146,25 @@ export class Dispatcher<W extends Target> {
     if (n) native.closeMany(CLOSE_BUF, 0, n);
     w.acked += ids.length;
     w.live = live;
+    if (latest !== null) w.window.acked(latest);
     this.flush();
     this.#h.fdsClosed();
   }
 
   /** LOST from `w`: its `batch`-th hand-off arrived without its fds (ours
-   * are still open); those connections go to another worker. */
+   * are still open). `w` gets smaller batches after a back-off; those
+   * connections go first, to another worker or when one has room. */
   lost(w: W, batch: number): void {
     const lost: Conn[] = [];
     for (const [id, c] of w.inflight) {
       if (c.batch !== batch) continue;
       w.inflight.delete(id);
-      c.losses++;
       lost.push(c);
     }
-    this.#h.log('handoff-lost', { slot: w.slot, pid: w.pid, batch, redispatched: lost.length });
     if (lost.length === 0) return;
-    const ready = this.#h.candidates().length;
-    const again = lost.filter((c) => c.losses < ready);
-    const later = lost.filter((c) => c.losses >= ready);
-    if (again.length) this.#dispatch(again, w);
-    if (later.length) {
-      for (const c of later) c.losses = 0;
-      this.#waiting.push(...later);
-      this.#retryTimer ??= setTimeout(() => {
-        this.#retryTimer = null;
-        if (!this.#stopping) this.flush();
-      }, LOST_RETRY_MS);
-    }
+    w.window.lost(batch, lost.length, Date.now());
+    this.#lostLog.emit({ slot: w.slot, pid: w.pid, batch, redispatched: lost.length, window: w.window.size, backoffMs: w.window.backoffMs });
+    this.#requeue(lost);
   }
 
   /** `w` is gone: what it never acknowledged goes to the other workers. */
@@ -176,7 +172,13 @@ export class Dispatcher<W extends Target> {
     if (w.inflight.size === 0) return;
     const orphans = [...w.inflight.values()];
     w.inflight.clear();
-    this.#dispatch(orphans);
+    this.#requeue(orphans);
+  }
+
+  /** Connections handed out before any that wait: they go first. */
+  #requeue(conns: Conn[]): void {
+    this.#waiting = this.#waiting.length ? conns.concat(this.#waiting) : conns;
+    this.#dispatch([]);
   }
 
   /** Shutting down: no more retries by timer (what waits still goes with
@@ -193,35 +195,65 @@ export class Dispatcher<W extends Target> {
     this.#retryTimer = null;
   }
 
-  /** Picks a worker for each connection (not `avoid`, if another is ready)
-   * and sends each worker its batch. */
-  #dispatch(conns: Conn[], avoid?: W): void {
-    const todo = this.#waiting.length ? this.#waiting.splice(0).concat(conns) : conns;
-    let ready = this.#h.candidates();
-    if (avoid && ready.length > 1) ready = ready.filter((w) => w !== avoid);
-    const loads: WorkerLoad[] = ready.map((w) => ({ pending: w.inflight.size, live: w.live }));
+  /** Picks a worker for each connection (those waiting first), within
+   * each worker's window, and sends each worker its batch; what no worker
+   * has room for waits. */
+  #dispatch(conns: Conn[]): void {
+    const ready = this.#h.candidates();
+    const now = Date.now();
+    let room = 0;
+    const loads: WorkerLoad[] = ready.map((w) => {
+      const r = w.window.room(w.inflight.size, now);
+      room += r;
+      return { pending: w.inflight.size, live: w.live, limit: w.inflight.size + r };
+    });
+    if (room === 0) {
+      // Nobody has room: no pass over what waits (it may be long).
+      if (conns.length) this.#waiting.push(...conns);
+      this.#settle(ready, now);
+      return;
+    }
+    const todo = this.#waiting.length ? this.#waiting.concat(conns) : conns;
+    this.#waiting = [];
     const batches: Conn[][] = ready.map(() => []);
     const strategy = this.#h.strategy;
-    for (const c of todo) {
+    let i = 0;
+    for (; i < todo.length && room > 0; i++) {
+      const c = todo[i]!;
       const p = pickWorker(strategy, loads, c.hash, this.#cursor, MAX_UNACKED);
       this.#cursor = p.cursor;
-      if (p.index < 0) {
-        this.#waiting.push(c);
-        continue;
-      }
+      if (p.index < 0) break;
       loads[p.index]!.pending++;
+      room--;
       batches[p.index]!.push(c);
     }
-    for (let i = 0; i < ready.length; i++) {
-      const b = batches[i]!;
-      for (let j = 0; j < b.length; j += MAX_FDS) this.#send(ready[i]!, b.slice(j, j + MAX_FDS));
+    if (i < todo.length) this.#waiting = todo.slice(i);
+    for (let k = 0; k < ready.length; k++) {
+      const b = batches[k]!;
+      for (let j = 0; j < b.length; j += MAX_FDS) this.#send(ready[k]!, b.slice(j, j + MAX_FDS));
     }
+    this.#settle(ready, now);
+  }
+
+  /** After a dispatch: accepting pauses while too many wait; while any
+   * wait, a timer is set for when the first back-off ends. */
+  #settle(ready: W[], now: number): void {
     // Nowhere to put them: let the backlog hold the rest until a worker can.
     const paused = this.#waiting.length > MAX_UNACKED ? true : this.#waiting.length === 0 ? false : this.#paused;
     if (paused !== this.#paused) {
       this.#paused = paused;
       this.#h.backpressure(paused);
     }
+    if (this.#waiting.length === 0 || this.#stopping) return;
+    let at = Infinity;
+    for (const w of ready) if (w.window.until > now) at = Math.min(at, w.window.until);
+    if (at === Infinity || (this.#retryTimer && this.#retryAt <= at)) return;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#retryAt = at;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      if (!this.#stopping) this.flush();
+    }, at - now);
   }
 
   #send(w: W, batch: Conn[]): void {

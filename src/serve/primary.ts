@@ -12,16 +12,20 @@
  * - dispatcher.ts: which worker gets each connection (strategies.ts), and
  *   the primary's copy of every fd until the worker acknowledges it (a dead
  *   worker's connections, or a hand-off that reached a worker without its
- *   fds, go to another worker);
+ *   fds, go to another worker; handoff-window.ts paces a worker out of fds);
  * - supervisor.ts: the worker processes (spawn, readiness, respawn with
  *   back-off, crash loops, drain, kill);
  * - spare-fds.ts: a few fds kept so that a worker can be respawned at
  *   RLIMIT_NOFILE; status.ts: the status document.
  *
- * Generations: reload() starts a new generation of workers; the previous
- * one serves until all of the new one is ready, then drains. shutdown()
- * stops accepting (after taking what waits in the backlog), lets the
- * workers finish, and resolves when they have exited.
+ * Generations: reload() starts a new generation of workers; the serving
+ * one serves (and is respawned) until all of the new one is ready, then
+ * drains. A new generation that cannot start is stopped, and the serving
+ * one stays. Reloads never overlap (coalescer.ts): a reload asked for while
+ * one runs is queued, later ones join it, and each starts only once the
+ * workers the previous one replaced have exited (at most two generations
+ * at once). shutdown() stops accepting (after taking what waits in the
+ * backlog), lets the workers finish, and resolves when they have exited.
  */
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
@@ -36,6 +40,7 @@ import { SpareFds } from './spare-fds';
 import { buildStatus, RateMeter, type Status } from './status';
 import { STRATEGIES, type Strategy } from './strategies';
 import { makeLog, type Log, type LogEvent } from './log';
+import { Coalescer } from './coalescer';
 
 export { STRATEGIES, type Strategy } from './strategies';
 export type { LogEvent } from './log';
@@ -76,10 +81,11 @@ export class Primary extends EventEmitter {
   readonly #dispatcher: Dispatcher<WorkerRec>;
   readonly #accept: AcceptLoop;
   readonly #rate: RateMeter;
-  #generation = 1;
+  readonly #reloads = new Coalescer(() => this.#reloadNow());
+  /** The newest generation number given out (the serving one is the supervisor's). */
+  #newest = 1;
   #stopping = false;
   #started = false;
-  #reloading = false;
   #startedAt = Date.now();
 
   private constructor(listeners: Listener[], opts: ResolvedOptions) {
@@ -110,8 +116,6 @@ export class Primary extends EventEmitter {
         reportLoad: opts.strategy === 'least-connections',
       },
     }, this.#spares, {
-      generation: () => this.#generation,
-      replaceable: (w) => this.#started && !this.#stopping && !this.#reloading && w.generation === this.#generation,
       ready: () => this.#dispatcher.flush(),
       ack: (w, ids, live) => this.#dispatcher.acked(w, ids, live),
       lost: (w, batch) => this.#dispatcher.lost(w, batch),
@@ -150,7 +154,8 @@ export class Primary extends EventEmitter {
     try {
       p.#log('start', { pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo) });
       p.#spares.take();
-      await p.#supervisor.startGeneration(p.#generation);
+      await p.#supervisor.startGeneration(p.#newest);
+      p.#supervisor.promote(p.#newest);
       p.#started = true;
     } catch (err) {
       await p.shutdown();
@@ -162,22 +167,15 @@ export class Primary extends EventEmitter {
 
   /**
    * The workers that get new connections: the serving generation's ready
-   * ones. During a reload the previous generation serves until all of the
-   * new one is ready (a new worker ready early gets nothing yet, so a
-   * reload that fails and is rolled back has handed nothing to its
-   * workers); failing both, any ready worker.
+   * ones (during a reload the new generation's get nothing until all of it
+   * is ready, so a reload that fails has handed nothing to its workers);
+   * failing those, any ready worker.
    */
   #candidates(): WorkerRec[] {
     const out: WorkerRec[] = [];
-    if (!this.#reloading) {
-      for (const w of this.#supervisor.current()) if (w.state === 'ready' && w.generation === this.#generation) out.push(w);
-    }
-    const workers = this.#supervisor.workers;
+    for (const w of this.#supervisor.current()) if (w.state === 'ready') out.push(w);
     if (out.length === 0) {
-      for (const w of workers) if (w.state === 'ready' && w.generation < this.#generation) out.push(w);
-    }
-    if (out.length === 0) {
-      for (const w of workers) if (w.state === 'ready') out.push(w);
+      for (const w of this.#supervisor.workers) if (w.state === 'ready') out.push(w);
     }
     return out;
   }
@@ -201,28 +199,37 @@ export class Primary extends EventEmitter {
   /**
    * Graceful reload: a new generation of workers takes new connections once
    * all of it is ready; the old one stops getting any, finishes what it has
-   * and exits. If the new generation cannot start, the old one stays.
+   * and exits. If the new generation cannot start, its workers are stopped
+   * and the serving one stays (rejects with the WorkerStartError). Called
+   * while a reload runs, it queues one more (calls meanwhile join that one),
+   * and settles with the reload that served it.
    */
-  async reload(): Promise<void> {
+  reload(): Promise<void> {
+    if (this.#stopping) return Promise.resolve();
+    if (this.#reloads.next === 'queue') this.#log('reload-queued', { serving: this.#supervisor.serving });
+    return this.#reloads.run();
+  }
+
+  async #reloadNow(): Promise<void> {
     if (this.#stopping) return;
-    const old = [...this.#supervisor.workers].filter((w) => w.state !== 'dead');
-    this.#generation++;
-    this.#log('reload', { generation: this.#generation });
-    this.#reloading = true;
+    // The workers the previous reload replaced (or stopped) are gone first:
+    // at most two generations run at once.
+    await this.#supervisor.othersExited();
+    if (this.#stopping) return;
+    const generation = ++this.#newest;
+    this.#log('reload', { generation, serving: this.#supervisor.serving });
+    let old: WorkerRec[];
     try {
-      await this.#supervisor.startGeneration(this.#generation);
+      await this.#supervisor.startGeneration(generation);
+      old = this.#supervisor.promote(generation);
     } catch (err) {
-      this.#reloading = false;
-      this.#log('reload-failed', { generation: this.#generation, error: (err as Error).message });
-      // Back to the old generation: stop what started of the new one.
-      for (const w of this.#supervisor.workers) if (w.generation === this.#generation) this.#supervisor.drain(w);
-      this.#generation--;
-      this.#supervisor.makeCurrent(old);
+      this.#supervisor.abandon(generation);
+      this.#log('reload-failed', { generation, serving: this.#supervisor.serving, error: (err as Error).message });
       throw err;
     }
-    this.#reloading = false;
-    for (const w of old) this.#supervisor.drain(w);
-    this.#log('reload-done', { generation: this.#generation });
+    for (const w of old) this.#supervisor.retire(w);
+    this.#log('reload-done', { generation });
+    this.#dispatcher.flush();
   }
 
   /**
@@ -272,7 +279,7 @@ export class Primary extends EventEmitter {
     return buildStatus({
       startedAt: this.#startedAt,
       strategy: this.#opts.strategy,
-      generation: this.#generation,
+      generation: this.#supervisor.serving,
       accepted: this.#accept.accepted,
       handed: this.#dispatcher.handed,
       waiting: this.#dispatcher.waiting,

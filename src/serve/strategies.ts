@@ -4,9 +4,11 @@
  * I/O and no state of their own (the round-robin cursor is the caller's:
  * passed in, and the next one handed back).
  *
- * Every strategy skips a worker whose pending hand-offs reached `limit` (a
- * stopped or overwhelmed worker gets no more until it catches up); when all
- * are full the answer is -1 and the connection waits.
+ * Every strategy skips a worker that is full: whose pending hand-offs
+ * reached `limit` (a stopped or overwhelmed worker gets no more until it
+ * catches up), or its own lower limit (a worker out of fd slots, whose
+ * window the dispatcher shrank: handoff-window.ts); when all are full the
+ * answer is -1 and the connection waits.
  */
 
 export type Strategy = 'round-robin' | 'least-connections' | 'hash';
@@ -19,6 +21,12 @@ export interface WorkerLoad {
   pending: number;
   /** The live connections it last reported. */
   live: number;
+  /** Its own limit, where lower than the common one. */
+  limit?: number;
+}
+
+function full(w: WorkerLoad, limit: number): boolean {
+  return w.pending >= limit || (w.limit !== undefined && w.pending >= w.limit);
 }
 
 export interface Pick {
@@ -37,7 +45,7 @@ export function roundRobin(loads: readonly WorkerLoad[], cursor: number, limit: 
   const n = loads.length;
   for (let i = 0; i < n; i++) {
     const at = (cursor + i) % n;
-    if (loads[at]!.pending < limit) return { index: at, cursor: (at + 1) % n };
+    if (!full(loads[at]!, limit)) return { index: at, cursor: (at + 1) % n };
   }
   return { index: -1, cursor: n === 0 ? cursor : cursor % n };
 }
@@ -56,7 +64,7 @@ export function leastConnections(loads: readonly WorkerLoad[], cursor: number, l
   for (let i = 0; i < n; i++) {
     const at = (cursor + i) % n;
     const w = loads[at]!;
-    if (w.pending >= limit) continue;
+    if (full(w, limit)) continue;
     const load = w.live + w.pending;
     if (load < bestLoad) {
       best = at;
@@ -75,7 +83,7 @@ export function hashPick(loads: readonly WorkerLoad[], key: number, cursor: numb
   const n = loads.length;
   for (let i = 0; i < n; i++) {
     const at = (key + i) % n;
-    if (loads[at]!.pending < limit) return { index: at, cursor };
+    if (!full(loads[at]!, limit)) return { index: at, cursor };
   }
   return { index: -1, cursor };
 }

@@ -10,16 +10,23 @@
  * - The worker protocol's control side (READY, FAILED, LOAD) is handled
  *   here; ACK and LOST go to the hooks (the dispatcher's business).
  * - The end: a worker whose process or channel ends is 'dead' at once (its
- *   channel closed, the process killed if it lingers) and the hooks hear of
- *   it (gone) so that its connections go elsewhere; the record is dropped
- *   when the process has exited, and the slot's worker replaced if the
- *   hooks say so (respawn policy below).
+ *   channel closed) and the hooks hear of it (gone) so that its connections
+ *   go elsewhere. A process that outlives its channel (it closed fd 3) is
+ *   killed, by us: a failure of the worker for the respawn policy
+ *   (respawn-policy.ts), not a kill from outside. The record is dropped
+ *   when the process has exited, and a worker of the serving generation is
+ *   replaced.
  * - Drain (SHUTDOWN, then SIGKILL if it takes too long) and kill.
  *
- * Each slot has at most one current worker (of the serving generation);
- * draining workers of older generations are in `workers` until they exit.
+ * Generations: each slot has at most one current worker, of the serving
+ * generation (respawns keep it filled), and at most one next worker, of the
+ * generation being started (startGeneration): that one takes over when all
+ * of its generation is ready (promote), or is stopped if any cannot start
+ * (abandon). Workers of other generations (draining, stopped) are in
+ * `workers` until they exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { WorkerStartError } from '../errors';
 import { UnixSocket } from '../socket/socket';
@@ -27,6 +34,8 @@ import type { Message } from '../socket/message';
 import { decodeWorkerMessage, encodeShutdown, encodeStatusQuery, Op } from './protocol';
 import { WORKER_ENV, type WorkerConfig } from './worker';
 import type { Target } from './dispatcher';
+import { HandoffWindow } from './handoff-window';
+import { respawnPolicy } from './respawn-policy';
 import type { SpareFds } from './spare-fds';
 import { errorCode, type Log } from './log';
 
@@ -48,7 +57,8 @@ export interface WorkerRec extends Target {
   /** How it ended ('exit' event): for the crash-loop policy. */
   exitCode: number | null;
   exitSignal: NodeJS.Signals | null;
-  /** The primary itself killed it (not ready in time, a protocol error, drained too long). */
+  /** The primary itself killed it (not ready in time, a protocol error,
+   * its channel closed, drained too long, stopped while starting). */
   killedByUs: boolean;
   wasReady: boolean;
   loadWaiters: (() => void)[];
@@ -57,7 +67,10 @@ export interface WorkerRec extends Target {
 interface Slot {
   restarts: number;
   crashes: number;
+  /** Its worker of the serving generation. */
   current: WorkerRec | null;
+  /** Its worker of the generation being started. */
+  next: WorkerRec | null;
   respawnTimer: NodeJS.Timeout | null;
 }
 
@@ -73,10 +86,6 @@ export interface SupervisorOptions {
 }
 
 export interface SupervisorHooks {
-  /** The generation a respawned worker belongs to. */
-  generation(): number;
-  /** Whether `w`, dead and its slot's current worker, is to be replaced. */
-  replaceable(w: WorkerRec): boolean;
   ready(w: WorkerRec): void;
   ack(w: WorkerRec, ids: Uint32Array, live: number): void;
   lost(w: WorkerRec, batch: number): void;
@@ -86,15 +95,11 @@ export interface SupervisorHooks {
   exited(w: WorkerRec): void;
 }
 
-/** Signals that end a process from outside (an operator, the OOM killer, a
- * supervisor): a ready worker ended by one is replaced at once, not throttled. */
-const EXTERNAL_SIGNALS: ReadonlySet<string> = new Set(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP']);
-/** A worker that dies younger than this, by itself, crashed. */
-const YOUNG_MS = 5000;
-/** Crashes in a row from which a crash loop is reported. */
-const CRASH_LOOP = 5;
 /** How long past its shutdown timeout a draining worker gets before SIGKILL. */
 const DRAIN_GRACE_MS = 2000;
+/** How long a process whose channel ended gets to exit by itself (or to
+ * be reported exited, if it was killed) before we kill it. */
+const CHANNEL_GRACE_MS = 200;
 
 export class Supervisor {
   readonly #opts: SupervisorOptions;
@@ -103,6 +108,7 @@ export class Supervisor {
   readonly #log: Log;
   readonly #slots: Slot[] = [];
   readonly #workers = new Set<WorkerRec>();
+  #serving = 0;
   #stopping = false;
 
   constructor(opts: SupervisorOptions, spares: SpareFds, hooks: SupervisorHooks, log: Log) {
@@ -110,7 +116,7 @@ export class Supervisor {
     this.#spares = spares;
     this.#h = hooks;
     this.#log = log;
-    for (let slot = 0; slot < opts.workers; slot++) this.#slots.push({ restarts: 0, crashes: 0, current: null, respawnTimer: null });
+    for (let slot = 0; slot < opts.workers; slot++) this.#slots.push({ restarts: 0, crashes: 0, current: null, next: null, respawnTimer: null });
   }
 
   /** Every worker not yet exited, of any generation and state. */
@@ -118,7 +124,13 @@ export class Supervisor {
     return this.#workers;
   }
 
-  /** The current worker of each slot that has one, in slot order. */
+  /** The serving generation (0 until the first one is promoted). */
+  get serving(): number {
+    return this.#serving;
+  }
+
+  /** The current worker of each slot that has one, in slot order: the
+   * serving generation's. */
   current(): WorkerRec[] {
     const out: WorkerRec[] = [];
     for (const s of this.#slots) if (s.current) out.push(s.current);
@@ -129,17 +141,59 @@ export class Supervisor {
     return this.#slots[slot]?.restarts ?? 0;
   }
 
-  /** Makes these workers their slots' current ones again (a reload rolled back). */
-  makeCurrent(workers: WorkerRec[]): void {
-    for (const w of workers) if (this.#slots[w.slot]) this.#slots[w.slot]!.current = w;
-  }
-
-  /** Starts a worker in every slot; resolves when all are ready, rejects
-   * when one cannot start. */
+  /** Starts `generation` (newer than any before): a next worker in every
+   * slot. Resolves when all are ready, rejects (WorkerStartError) as soon
+   * as one cannot start; either way the caller then promotes or abandons it. */
   startGeneration(generation: number): Promise<void> {
     const starts: Promise<void>[] = [];
     for (let slot = 0; slot < this.#slots.length; slot++) starts.push(this.#spawn(slot, generation));
     return Promise.all(starts).then(() => undefined);
+  }
+
+  /**
+   * `generation`, all ready, becomes the serving one: each slot's next
+   * worker its current one (a respawn pending for the slot is dropped).
+   * Returns the workers of other generations still running, for the caller
+   * to retire. Throws (WorkerStartError) if one of the next workers died
+   * after it was ready: then nothing changed, and the caller abandons it.
+   */
+  promote(generation: number): WorkerRec[] {
+    this.#slots.forEach((s, slot) => {
+      const w = s.next;
+      if (w?.generation !== generation || w.state !== 'ready') throw new WorkerStartError(slot, w?.pid, w?.failure ?? 'not ready with its generation');
+    });
+    for (const s of this.#slots) {
+      if (s.respawnTimer) clearTimeout(s.respawnTimer);
+      s.respawnTimer = null;
+      s.current = s.next;
+      s.next = null;
+    }
+    this.#serving = generation;
+    return [...this.#workers].filter((w) => w.generation !== generation && w.state !== 'dead');
+  }
+
+  /** `generation` will not serve: its workers are retired (those ready
+   * may have been given connections when no other worker was: they drain). */
+  abandon(generation: number): void {
+    for (const s of this.#slots) if (s.next?.generation === generation) s.next = null;
+    for (const w of this.#workers) if (w.generation === generation) this.retire(w);
+  }
+
+  /** Ends a worker that is not to serve: one still starting has no
+   * connection and is killed; any other drains. */
+  retire(w: WorkerRec): void {
+    if (w.state === 'starting') this.kill(w);
+    else this.drain(w);
+  }
+
+  /** Resolves when every worker that is not a slot's current one (retired,
+   * draining, abandoned, dying) has exited. */
+  async othersExited(): Promise<void> {
+    for (;;) {
+      const others = [...this.#workers].filter((w) => this.#slots[w.slot]?.current !== w);
+      if (others.length === 0) return;
+      await Promise.all(others.map((w) => w.exited));
+    }
   }
 
   /** Starts a worker in `slot`; resolves when it is ready, rejects if it
@@ -172,7 +226,7 @@ export class Supervisor {
     }
     const w: WorkerRec = {
       slot, generation, child, sock: mine, state: 'starting', pid: child.pid, inflight: new Map(), batches: 0,
-      handed: 0, acked: 0, live: 0, requests: 0, startedAt: Date.now(),
+      handed: 0, acked: 0, live: 0, window: new HandoffWindow(), requests: 0, startedAt: Date.now(),
       readyTimer: null, killTimer: null, failure: undefined, onReady: null, loadWaiters: [],
       exitCode: null, exitSignal: null, killedByUs: false, wasReady: false,
       // A spawn that fails (EMFILE, EAGAIN) emits 'error' and never 'exit'.
@@ -186,7 +240,10 @@ export class Supervisor {
       }),
     };
     this.#workers.add(w);
-    if (generation === this.#h.generation()) this.#slots[slot]!.current = w;
+    // A respawn fills the serving generation's place; a new generation's
+    // worker waits for promote().
+    if (generation === this.#serving) this.#slots[slot]!.current = w;
+    else this.#slots[slot]!.next = w;
     mine.on('message', (m: Message) => this.#onMessage(w, m));
     mine.on('error', () => this.gone(w, 'channel error'));
     mine.on('close', () => this.gone(w, 'channel closed'));
@@ -246,14 +303,20 @@ export class Supervisor {
    * (called more than once; acts once). */
   gone(w: WorkerRec, why: string): void {
     if (w.state === 'dead') return;
-    const wasStarting = w.state === 'starting';
     const wasDraining = w.state === 'draining';
     w.state = 'dead';
     if (w.readyTimer) clearTimeout(w.readyTimer);
     w.sock.close();
-    // Usually it is dying already (its end of the channel closed): not a kill
-    // of ours for the crash-loop policy.
-    if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    if (w.child.exitCode === null && w.child.signalCode === null) {
+      // Its channel ended first. Usually the process is dying already (a
+      // kill from outside closes its fds before its exit is reported); one
+      // still alive after the grace closed its channel itself, and is
+      // killed by us, as a failure.
+      if (w.killTimer) clearTimeout(w.killTimer);
+      w.killTimer = setTimeout(() => {
+        if (w.child.exitCode === null && w.child.signalCode === null && !isZombie(w.child.pid)) this.kill(w);
+      }, CHANNEL_GRACE_MS);
+    }
     const slot = this.#slots[w.slot]!;
     const replace = slot.current === w;
     if (replace) slot.current = null;
@@ -262,56 +325,44 @@ export class Supervisor {
       this.#workers.delete(w);
       this.#h.exited(w);
       // A worker of the serving generation is replaced (once we know how it
-      // ended); one that fails during the first start or a reload makes that
+      // ended); one that fails during the start of a generation makes that
       // start fail instead.
-      if (replace && slot.current === null && !this.#stopping && this.#h.replaceable(w)) this.#respawn(w.slot, w);
+      if (replace && slot.current === null && !this.#stopping && w.generation === this.#serving) this.#respawn(w.slot, w);
     });
-    const reason = w.failure ?? why;
+    const reason = (w.failure ??= why);
     this.#log(wasDraining ? 'worker-drained' : 'worker-exit', {
       slot: w.slot, generation: w.generation, pid: w.pid, reason, redispatched: w.inflight.size,
     });
-    if (wasStarting && w.onReady) {
+    // Its start fails, whatever it was doing (even drained while starting).
+    if (w.onReady) {
       w.onReady(new WorkerStartError(w.slot, w.pid, reason));
       w.onReady = null;
     }
     this.#h.gone(w);
   }
 
-  /** SIGKILL for misbehaving (not ready in time, a protocol error, draining
-   * too long): a crash, not a kill from outside, for the respawn policy. */
+  /** SIGKILL for misbehaving (not ready in time, a protocol error, its
+   * channel closed, draining too long) or not wanted (stopped while
+   * starting): a crash, not a kill from outside, for the respawn policy. */
   kill(w: WorkerRec): void {
     w.killedByUs = true;
     w.child.kill('SIGKILL');
   }
 
-  /**
-   * Respawn with back-off. A ready worker killed from outside (SIGKILL by an
-   * operator or the OOM killer, SIGTERM...) says nothing about the app: it is
-   * replaced at once. A worker that never became ready, or that ended by
-   * itself (an exit status, a crash signal such as SIGSEGV or SIGABRT, or
-   * killed by us for misbehaving) within 5 s, is a crash: respawned after
-   * 100 ms doubling to 30 s while it keeps crashing; from 5 in a row on, a
-   * crash loop is reported. A spawn that fails (EMFILE) is retried the same way.
-   */
+  /** Respawn with back-off (respawn-policy.ts): a ready worker killed from
+   * outside at once, a crash after a growing delay. */
   #respawn(slot: number, dead: WorkerRec | null): void {
     const s = this.#slots[slot]!;
     if (s.respawnTimer || this.#stopping) return;
-    const external = dead !== null && dead.wasReady && !dead.killedByUs && dead.exitSignal !== null && EXTERNAL_SIGNALS.has(dead.exitSignal);
-    if (!external) {
-      const young = dead === null || Date.now() - dead.startedAt < YOUNG_MS;
-      s.crashes = young ? s.crashes + 1 : 0;
-    }
-    const delay = external || s.crashes === 0 ? 0 : Math.min(100 * 2 ** (s.crashes - 1), 30_000);
-    const cause = dead === null ? 'spawn-failed' : external ? 'killed' : 'crashed';
-    this.#log('worker-respawn', { slot, inMs: delay, cause, crashes: s.crashes, ...(dead ? { pid: dead.pid, code: dead.exitCode, signal: dead.exitSignal } : {}) });
-    if (!external && s.crashes >= CRASH_LOOP) {
-      this.#log('worker-crash-loop', { slot, crashes: s.crashes, nextAttemptMs: delay, reason: dead?.failure ?? 'spawn failed' });
-    }
+    const { cause, crashes, delay, crashLoop } = respawnPolicy(dead, s.crashes, Date.now());
+    s.crashes = crashes;
+    this.#log('worker-respawn', { slot, inMs: delay, cause, crashes, ...(dead ? { pid: dead.pid, code: dead.exitCode, signal: dead.exitSignal } : {}) });
+    if (crashLoop) this.#log('worker-crash-loop', { slot, crashes, nextAttemptMs: delay, reason: dead ? dead.failure : 'spawn failed' });
     s.respawnTimer = setTimeout(() => {
       s.respawnTimer = null;
       if (this.#stopping || s.current) return;
       s.restarts++;
-      const started = this.#spawn(slot, this.#h.generation());
+      const started = this.#spawn(slot, this.#serving);
       // A worker that starts and then dies is respawned from gone(); one
       // that could not even be started has no record: try again from here.
       if (!s.current) this.#respawn(slot, null);
@@ -337,13 +388,10 @@ export class Supervisor {
   }
 
   /** Ends every worker: those still starting get no traffic and are
-   * stopped (SIGTERM); the others drain. */
+   * killed; the others drain. */
   stopAll(): void {
     this.stopRespawning();
-    for (const w of this.#workers) {
-      if (w.state === 'starting') w.child.kill('SIGTERM');
-      else this.drain(w);
-    }
+    for (const w of this.#workers) this.retire(w);
   }
 
   /** Resolves when every worker has exited. */
@@ -364,5 +412,16 @@ export class Supervisor {
         w.sock.send(encodeStatusQuery()).catch(() => resolve());
       }));
     await Promise.all(asks);
+  }
+}
+
+/** Whether `pid` (our child, not yet reaped) has exited: a zombie. */
+function isZombie(pid: number | undefined): boolean {
+  if (pid === undefined) return true;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] === 'Z';
+  } catch {
+    return true; // gone
   }
 }

@@ -45,6 +45,18 @@ export function openFds(pid: number | 'self' = 'self'): Map<number, string> {
   return out;
 }
 
+/** The RLIMIT_NOFILE at which a process with these fds can open exactly
+ * `room` more (open fds above it, inherited ones say, stay open and take no slot). */
+export function limitLeaving(fds: Map<number, string>, room: number): number {
+  let free = 0;
+  let limit = 0;
+  while (free < room || fds.has(limit)) {
+    if (!fds.has(limit)) free++;
+    limit++;
+  }
+  return limit;
+}
+
 /** The number of entries of /proc/PID/fd (for 'self', readdir's own fd included). */
 export function fdCount(pid: number | 'self' = 'self'): number {
   return fs.readdirSync(`/proc/${pid}/fd`).length;

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { trackFds, type Scope } from '../helpers/scope';
-import { openFds } from '../helpers/fds';
+import { openFds, limitLeaving } from '../helpers/fds';
 import { tmpDir } from '../helpers/files';
 import { startServe, type ServeProcess } from '../helpers/serve';
 import { attempt, HttpConnection, type Attempt } from '../helpers/http';
@@ -118,17 +118,6 @@ test('EMFILE and a worker killed meanwhile: the primary survives, respawns it wi
   const r = await s.stop();
   assert.equal(r.code, 0, r.stderr);
 });
-
-/** The RLIMIT_NOFILE at which a process with these fds can open exactly `room` more. */
-function limitLeaving(fds: Map<number, string>, room: number): number {
-  let free = 0;
-  let limit = 0;
-  while (free < room || fds.has(limit)) {
-    if (!fds.has(limit)) free++;
-    limit++;
-  }
-  return limit;
-}
 
 test('a worker at its RLIMIT_NOFILE: a hand-off that arrives without its fds (MSG_CTRUNC) is reported LOST and answered by another worker', async (t) => {
   const scope = await trackFds(t);

@@ -125,3 +125,14 @@ test('hash: a full worker\'s keys go to the next one, and come back once it has 
   ws[1]!.pending = 2;
   assert.equal(hashPick(ws, 4, 0, 3).index, 1, 'its own worker again once it has room');
 });
+
+test('a worker with its own lower limit (its hand-off window shrank) is full at that limit, for every strategy', () => {
+  for (const s of STRATEGIES) {
+    const ws: WorkerLoad[] = [{ pending: 0, live: 0, limit: 2 }, { pending: 0, live: 0 }];
+    const picks = run(s, ws, 10, { key: () => 0 });
+    assert.equal(counts(picks, 2)[0], 2, `${s}: the limited worker got 2, no more`);
+    assert.equal(counts(picks, 2)[1], 8, s);
+    // At 0 it gets nothing (backing off).
+    assert.equal(pickWorker(s, [{ pending: 0, live: 0, limit: 0 }], 0, 0, LIMIT).index, -1, s);
+  }
+});
