@@ -17,6 +17,10 @@
  * A batch that arrives without its fds (this process at RLIMIT_NOFILE: the
  * kernel drops what does not fit, MSG_CTRUNC) is reported LOST by its
  * number, and the primary hands those connections to another worker.
+ *
+ * A connection that goes into a TLS handshake (on a tls listener, or into
+ * the app's tls.Server) is closed if the handshake has not completed within
+ * `handshakeTimeout` (handshake-deadline.ts).
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -29,6 +33,7 @@ import { native } from '../native';
 import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, encodeLost, Op } from './protocol';
 import type { ListenerInfo } from './listeners';
 import { ServeConfigError } from '../errors';
+import { armHandshakeDeadline, handshakeDone, validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from './handshake-deadline';
 
 /** Environment of a worker started by the primary. */
 export const WORKER_ENV = 'FDPASS_WORKER';
@@ -44,6 +49,8 @@ export interface WorkerConfig {
   app?: string;
   /** Report live connection counts as they change (least-connections needs them). */
   reportLoad?: boolean;
+  /** ms a connection may take to complete its TLS handshake (default 10 s). */
+  handshakeTimeout?: number;
 }
 
 /** How a connection reached this worker. */
@@ -134,6 +141,9 @@ export class Worker extends EventEmitter {
         throw new ServeConfigError('FDPASS_ERR_NO_SERVER', `no server for listener '${l.name}' (${l.address}); serve({ ${JSON.stringify(l.name)}: server })`);
       }
     }
+    if (!validHandshakeTimeout(this.#handshakeTimeout)) {
+      throw new RangeError(`handshakeTimeout must be a whole number of ms from 1 to ${MAX_HANDSHAKE_TIMEOUT_MS}, got ${this.config.handshakeTimeout}`);
+    }
     return this.#sock.send(encodeJson(Op.Ready, { pid: process.pid }));
   }
 
@@ -146,6 +156,10 @@ export class Worker extends EventEmitter {
     return this.#live.size;
   }
 
+  get #handshakeTimeout(): number {
+    return this.config.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
+  }
+
   #watch(server: net.Server): void {
     if (this.#servers.has(server)) return;
     this.#servers.add(server);
@@ -154,6 +168,14 @@ export class Worker extends EventEmitter {
     // 'listening' event for the app) so slow clients are still cut off.
     for (const f of server.listeners('listening')) {
       if (f.name === 'setupConnectionsTracking') (f as () => void).call(server);
+    }
+    // The app's tls.Server does the handshake of what it is given: its end
+    // is where the deadline set at adoption goes.
+    if (server instanceof tls.Server) {
+      server.prependListener('secureConnection', (s: tls.TLSSocket) => {
+        const raw = this.#adoptedOf(s);
+        if (raw) handshakeDone(raw);
+      });
     }
     // Servers here never listen(), so Node's own connection tracking (and
     // with it closeIdleConnections()) is not set up: track requests per
@@ -241,7 +263,9 @@ export class Worker extends EventEmitter {
       this.#live.delete(socket);
       this.#scheduleLoad();
     });
-    if (listener.tls && !(target instanceof tls.Server)) {
+    const appTls = target instanceof tls.Server;
+    if (listener.tls || appTls) armHandshakeDeadline(socket, this.#handshakeTimeout);
+    if (listener.tls && !appTls) {
       this.#handshake(socket, listener, target, info);
       return;
     }
@@ -269,7 +293,10 @@ export class Worker extends EventEmitter {
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
     (secure as tls.TLSSocket & { [INFO]: ConnectionInfo })[INFO] = info;
     (secure as tls.TLSSocket & { [RAW]: net.Socket })[RAW] = raw;
-    secure.once('secure', () => this.#deliver(target, secure, info));
+    secure.once('secure', () => {
+      handshakeDone(raw);
+      this.#deliver(target, secure, info);
+    });
     secure.on('error', () => secure.destroy());
   }
 
