@@ -2,7 +2,9 @@
  * `fdpass serve`: the primary of the dispatch server. Without --listen it
  * serves the demo defaults: http on 127.0.0.1:8080 and https on
  * 127.0.0.1:8443 (with the shipped development certificate), as many
- * workers as CPUs. SIGTERM/SIGINT shut down gracefully, SIGHUP reloads.
+ * workers as CPUs. SIGTERM/SIGINT shut down gracefully, SIGHUP reloads,
+ * whether they are sent to the primary alone or to its whole process group
+ * (systemd, Ctrl-C, `timeout`): the workers leave them to the primary.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';

@@ -21,6 +21,14 @@
  * A connection that goes into a TLS handshake (on a tls listener, or into
  * the app's tls.Server) is closed if the handshake has not completed within
  * `handshakeTimeout` (handshake-deadline.ts).
+ *
+ * Signals: once ready, a worker started by the primary leaves SIGTERM,
+ * SIGINT and SIGHUP to the primary. They reach a worker when they are sent
+ * to the whole process group (systemd's default KillMode=control-group,
+ * Ctrl-C in a terminal, `timeout`): the primary got them too and decides
+ * (SIGTERM/SIGINT: it sends SHUTDOWN and the worker drains; SIGHUP: a
+ * reload). Dying on them would cut every request in flight. A worker whose
+ * primary is gone (the channel's end) drains and exits by itself.
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -72,6 +80,11 @@ const HTTP = Symbol('fdpass.httpState');
 /** On a TLS socket made here: the raw socket under it. */
 const RAW = Symbol('fdpass.raw');
 
+/** Sent to the process group, they are the primary's business (see above). */
+const GROUP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+/** The handler that keeps them from killing the worker: nothing to do. */
+function leftToPrimary(): void {}
+
 interface HttpState {
   /** The socket the HTTP server reads (the TLS socket over a tls listener). */
   socket: net.Socket;
@@ -101,6 +114,8 @@ export class Worker extends EventEmitter {
   #servers = new Set<net.Server>();
   /** CONNS messages received, whole or not (modulo 2^32): LOST names one by this. */
   #batches = 0;
+  /** Started by the primary (fromPrimary()): the process is ours to run. */
+  #ownProcess = false;
 
   constructor(sock: UnixSocket, config: WorkerConfig) {
     super();
@@ -118,7 +133,9 @@ export class Worker extends EventEmitter {
     const raw = process.env[WORKER_ENV];
     if (!raw) throw new ServeConfigError('FDPASS_ERR_NOT_A_WORKER', `${WORKER_ENV} is not set: this process was not started by fdpass serve`);
     delete process.env[WORKER_ENV];
-    return new Worker(UnixSocket.fromFd(3), JSON.parse(raw) as WorkerConfig);
+    const worker = new Worker(UnixSocket.fromFd(3), JSON.parse(raw) as WorkerConfig);
+    worker.#ownProcess = true;
+    return worker;
   }
 
   /**
@@ -134,7 +151,10 @@ export class Worker extends EventEmitter {
     return this;
   }
 
-  /** Tells the primary this worker takes connections. */
+  /** Tells the primary this worker takes connections; from then on, in a
+   * worker started by the primary, SIGTERM, SIGINT and SIGHUP are left to
+   * the primary. (Not before: a worker still starting has nothing in flight,
+   * and the primary stops one with SIGTERM.) */
   ready(): Promise<void> {
     for (const l of this.config.listeners) {
       if (!this.#targets.has(l.name) && !this.#targets.has('*')) {
@@ -144,7 +164,10 @@ export class Worker extends EventEmitter {
     if (!validHandshakeTimeout(this.#handshakeTimeout)) {
       throw new RangeError(`handshakeTimeout must be a whole number of ms from 1 to ${MAX_HANDSHAKE_TIMEOUT_MS}, got ${this.config.handshakeTimeout}`);
     }
-    return this.#sock.send(encodeJson(Op.Ready, { pid: process.pid }));
+    return this.#sock.send(encodeJson(Op.Ready, { pid: process.pid })).then(() => {
+      if (!this.#ownProcess) return;
+      for (const sig of GROUP_SIGNALS) if (!process.listeners(sig).includes(leftToPrimary)) process.on(sig, leftToPrimary);
+    });
   }
 
   /** Tells the primary this worker cannot start, and why. */
