@@ -14,7 +14,8 @@ const USAGE = `usage:
               [--count N] [--write TEXT] [--read]
   fdpass serve [--listen ADDR[:PORT][,tls] ...] [--workers N]
                [--strategy round-robin|least-connections|hash] [--cert FILE --key FILE]
-               [--control PATH] [--shutdown-timeout MS] [--ready-timeout MS] [APP]
+               [--control PATH] [--shutdown-timeout MS] [--ready-timeout MS]
+               [--handshake-timeout MS] [APP]
   fdpass status [--control PATH] [--json]
   fdpass demo                 a live run of the seed fd-passing scenarios
   fdpass --help | --version

@@ -2,7 +2,9 @@
  * `fdpass serve`: the primary of the dispatch server. Without --listen it
  * serves the demo defaults: http on 127.0.0.1:8080 and https on
  * 127.0.0.1:8443 (with the shipped development certificate), as many
- * workers as CPUs. SIGTERM/SIGINT shut down gracefully, SIGHUP reloads.
+ * workers as CPUs. SIGTERM/SIGINT shut down gracefully, SIGHUP reloads,
+ * whether they are sent to the primary alone or to its whole process group
+ * (systemd, Ctrl-C, `timeout`): the workers leave them to the primary.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -11,6 +13,7 @@ import * as tls from 'node:tls';
 import { parseArgs } from 'node:util';
 import { Primary, STRATEGIES, type Strategy } from '../serve/primary';
 import { parseListen } from '../serve/listeners';
+import { validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from '../serve/handshake-deadline';
 import { startControl, defaultControlPath } from '../serve/control';
 import { UsageError } from './args';
 import { errnoError, ServeConfigError } from '../errors';
@@ -29,6 +32,7 @@ export async function serve(args: string[]): Promise<void> {
       control: { type: 'string' },
       'shutdown-timeout': { type: 'string', default: '10000' },
       'ready-timeout': { type: 'string', default: '10000' },
+      'handshake-timeout': { type: 'string', default: String(HANDSHAKE_TIMEOUT_MS) },
     },
   });
   if (positionals.length > 1) throw new UsageError(`one APP at most, got ${positionals.join(' ')}`);
@@ -48,6 +52,10 @@ export async function serve(args: string[]): Promise<void> {
   if (!Number.isInteger(shutdownTimeout) || shutdownTimeout < 0) throw new UsageError(`--shutdown-timeout must be milliseconds, not '${values['shutdown-timeout']}'`);
   const readyTimeout = Number(values['ready-timeout']);
   if (!Number.isInteger(readyTimeout) || readyTimeout < 1) throw new UsageError(`--ready-timeout must be milliseconds, not '${values['ready-timeout']}'`);
+  const handshakeTimeout = Number(values['handshake-timeout']);
+  if (!validHandshakeTimeout(handshakeTimeout)) {
+    throw new UsageError(`--handshake-timeout must be milliseconds (1 to ${MAX_HANDSHAKE_TIMEOUT_MS}), not '${values['handshake-timeout']}'`);
+  }
   if (Boolean(values.cert) !== Boolean(values.key)) throw new UsageError('--cert and --key go together');
   let cert = values.cert;
   let key = values.key;
@@ -61,7 +69,7 @@ export async function serve(args: string[]): Promise<void> {
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
 
-  const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout, readyTimeout });
+  const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout, readyTimeout, handshakeTimeout });
   const controlPath = values.control ?? defaultControlPath();
   let control;
   try {

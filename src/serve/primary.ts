@@ -60,6 +60,8 @@ export interface PrimaryOptions {
   shutdownTimeout?: number;
   /** How long a worker may take to become ready (ms, default 10 s). */
   readyTimeout?: number;
+  /** How long a connection may take to complete its TLS handshake in a worker (ms, default 10 s). */
+  handshakeTimeout?: number;
   /** Structured log sink; default one JSON line per event on stderr. */
   log?: (event: LogEvent) => void;
   /** Worker entry point; default the built-in worker-main. */
@@ -114,6 +116,7 @@ export class Primary extends EventEmitter {
         key: opts.key && path.resolve(opts.key),
         app: opts.app && path.resolve(opts.app),
         reportLoad: opts.strategy === 'least-connections',
+        handshakeTimeout: opts.handshakeTimeout,
       },
     }, this.#spares, {
       ready: () => this.#dispatcher.flush(),

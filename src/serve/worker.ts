@@ -17,6 +17,18 @@
  * A batch that arrives without its fds (this process at RLIMIT_NOFILE: the
  * kernel drops what does not fit, MSG_CTRUNC) is reported LOST by its
  * number, and the primary hands those connections to another worker.
+ *
+ * A connection that goes into a TLS handshake (on a tls listener, or into
+ * the app's tls.Server) is closed if the handshake has not completed within
+ * `handshakeTimeout` (handshake-deadline.ts).
+ *
+ * Signals: once ready, a worker started by the primary leaves SIGTERM,
+ * SIGINT and SIGHUP to the primary. They reach a worker when they are sent
+ * to the whole process group (systemd's default KillMode=control-group,
+ * Ctrl-C in a terminal, `timeout`): the primary got them too and decides
+ * (SIGTERM/SIGINT: it sends SHUTDOWN and the worker drains; SIGHUP: a
+ * reload). Dying on them would cut every request in flight. A worker whose
+ * primary is gone (the channel's end) drains and exits by itself.
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -29,6 +41,7 @@ import { native } from '../native';
 import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, encodeLost, Op } from './protocol';
 import type { ListenerInfo } from './listeners';
 import { ServeConfigError } from '../errors';
+import { armHandshakeDeadline, handshakeDone, validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from './handshake-deadline';
 
 /** Environment of a worker started by the primary. */
 export const WORKER_ENV = 'FDPASS_WORKER';
@@ -44,6 +57,8 @@ export interface WorkerConfig {
   app?: string;
   /** Report live connection counts as they change (least-connections needs them). */
   reportLoad?: boolean;
+  /** ms a connection may take to complete its TLS handshake (default 10 s). */
+  handshakeTimeout?: number;
 }
 
 /** How a connection reached this worker. */
@@ -64,6 +79,11 @@ const INFO = Symbol('fdpass.connectionInfo');
 const HTTP = Symbol('fdpass.httpState');
 /** On a TLS socket made here: the raw socket under it. */
 const RAW = Symbol('fdpass.raw');
+
+/** Sent to the process group, they are the primary's business (see above). */
+const GROUP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+/** The handler that keeps them from killing the worker: nothing to do. */
+function leftToPrimary(): void {}
 
 interface HttpState {
   /** The socket the HTTP server reads (the TLS socket over a tls listener). */
@@ -94,6 +114,8 @@ export class Worker extends EventEmitter {
   #servers = new Set<net.Server>();
   /** CONNS messages received, whole or not (modulo 2^32): LOST names one by this. */
   #batches = 0;
+  /** Started by the primary (fromPrimary()): the process is ours to run. */
+  #ownProcess = false;
 
   constructor(sock: UnixSocket, config: WorkerConfig) {
     super();
@@ -111,7 +133,9 @@ export class Worker extends EventEmitter {
     const raw = process.env[WORKER_ENV];
     if (!raw) throw new ServeConfigError('FDPASS_ERR_NOT_A_WORKER', `${WORKER_ENV} is not set: this process was not started by fdpass serve`);
     delete process.env[WORKER_ENV];
-    return new Worker(UnixSocket.fromFd(3), JSON.parse(raw) as WorkerConfig);
+    const worker = new Worker(UnixSocket.fromFd(3), JSON.parse(raw) as WorkerConfig);
+    worker.#ownProcess = true;
+    return worker;
   }
 
   /**
@@ -127,14 +151,23 @@ export class Worker extends EventEmitter {
     return this;
   }
 
-  /** Tells the primary this worker takes connections. */
+  /** Tells the primary this worker takes connections; from then on, in a
+   * worker started by the primary, SIGTERM, SIGINT and SIGHUP are left to
+   * the primary. (Not before: a worker still starting has nothing in flight,
+   * and the primary stops one with SIGTERM.) */
   ready(): Promise<void> {
     for (const l of this.config.listeners) {
       if (!this.#targets.has(l.name) && !this.#targets.has('*')) {
         throw new ServeConfigError('FDPASS_ERR_NO_SERVER', `no server for listener '${l.name}' (${l.address}); serve({ ${JSON.stringify(l.name)}: server })`);
       }
     }
-    return this.#sock.send(encodeJson(Op.Ready, { pid: process.pid }));
+    if (!validHandshakeTimeout(this.#handshakeTimeout)) {
+      throw new RangeError(`handshakeTimeout must be a whole number of ms from 1 to ${MAX_HANDSHAKE_TIMEOUT_MS}, got ${this.config.handshakeTimeout}`);
+    }
+    return this.#sock.send(encodeJson(Op.Ready, { pid: process.pid })).then(() => {
+      if (!this.#ownProcess) return;
+      for (const sig of GROUP_SIGNALS) if (!process.listeners(sig).includes(leftToPrimary)) process.on(sig, leftToPrimary);
+    });
   }
 
   /** Tells the primary this worker cannot start, and why. */
@@ -146,6 +179,10 @@ export class Worker extends EventEmitter {
     return this.#live.size;
   }
 
+  get #handshakeTimeout(): number {
+    return this.config.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
+  }
+
   #watch(server: net.Server): void {
     if (this.#servers.has(server)) return;
     this.#servers.add(server);
@@ -154,6 +191,14 @@ export class Worker extends EventEmitter {
     // 'listening' event for the app) so slow clients are still cut off.
     for (const f of server.listeners('listening')) {
       if (f.name === 'setupConnectionsTracking') (f as () => void).call(server);
+    }
+    // The app's tls.Server does the handshake of what it is given: its end
+    // is where the deadline set at adoption goes.
+    if (server instanceof tls.Server) {
+      server.prependListener('secureConnection', (s: tls.TLSSocket) => {
+        const raw = this.#adoptedOf(s);
+        if (raw) handshakeDone(raw);
+      });
     }
     // Servers here never listen(), so Node's own connection tracking (and
     // with it closeIdleConnections()) is not set up: track requests per
@@ -241,7 +286,9 @@ export class Worker extends EventEmitter {
       this.#live.delete(socket);
       this.#scheduleLoad();
     });
-    if (listener.tls && !(target instanceof tls.Server)) {
+    const appTls = target instanceof tls.Server;
+    if (listener.tls || appTls) armHandshakeDeadline(socket, this.#handshakeTimeout);
+    if (listener.tls && !appTls) {
       this.#handshake(socket, listener, target, info);
       return;
     }
@@ -269,7 +316,10 @@ export class Worker extends EventEmitter {
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
     (secure as tls.TLSSocket & { [INFO]: ConnectionInfo })[INFO] = info;
     (secure as tls.TLSSocket & { [RAW]: net.Socket })[RAW] = raw;
-    secure.once('secure', () => this.#deliver(target, secure, info));
+    secure.once('secure', () => {
+      handshakeDone(raw);
+      this.#deliver(target, secure, info);
+    });
     secure.on('error', () => secure.destroy());
   }
 
