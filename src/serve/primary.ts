@@ -145,6 +145,10 @@ export class Primary extends EventEmitter {
     const strategy = options.strategy ?? 'round-robin';
     if (!STRATEGIES.includes(strategy)) throw new RangeError(`strategy must be one of ${STRATEGIES.join(', ')}, got ${strategy}`);
     if (options.listeners.length === 0) throw new RangeError('at least one listener is needed');
+    const hs = options.handshakeTimeout;
+    if (hs !== undefined && (!Number.isInteger(hs) || hs < 1 || hs > 0x7fffffff)) {
+      throw new RangeError(`handshakeTimeout must be milliseconds from 1 to ${0x7fffffff}, got ${hs}`);
+    }
     if (options.listeners.some((l) => l.tls) && (!options.cert || !options.key)) {
       throw new ServeConfigError('FDPASS_ERR_NO_CERT', 'a tls listener needs --cert and --key');
     }
