@@ -6,8 +6,8 @@
  *   or while too many connections wait for a worker);
  * - the counts the status reports (accepted, acceptErrors) and the log:
  *   every failure counts, but an accept-error line goes out once a second
- *   at most (with how many it left out), and so does accept-resumed when
- *   accepting works again;
+ *   at most (with how many it left out: log.ts's Throttled), and so does
+ *   accept-resumed when accepting works again;
  * - the drain on shutdown (drain()).
  * Accepted fds go straight to `onConns`, which owns them from then on.
  */
@@ -16,34 +16,13 @@ import { errnoError } from '../errors';
 import { EAGAIN } from '../errno';
 import { Acceptor } from '../socket/acceptor';
 import type { Listener } from './listeners';
-import type { Log } from './log';
+import { Throttled, type Log } from './log';
 
 /** On shutdown, how long TCP handshakes already under way (an RTT) get to
  * complete once new ones are refused, before the listeners close. */
 const HANDSHAKE_GRACE_MS = 50;
-/** At most one accept-error (and one accept-resumed) line per this long. */
-const LOG_EVERY_MS = 1000;
 /** On shutdown, out of fds: how often to try again while workers acknowledge. */
 const DRAIN_RETRY_MS = 5;
-
-/** A log line sent at most once per LOG_EVERY_MS; the others are counted. */
-class Throttled {
-  #last = 0;
-  #unlogged = 0;
-
-  constructor(readonly event: string, readonly log: Log) {}
-
-  emit(fields: Record<string, unknown>): void {
-    const now = Date.now();
-    if (now - this.#last < LOG_EVERY_MS) {
-      this.#unlogged++;
-      return;
-    }
-    this.log(this.event, { ...fields, ...(this.#unlogged ? { suppressed: this.#unlogged } : {}) });
-    this.#last = now;
-    this.#unlogged = 0;
-  }
-}
 
 export class AcceptLoop {
   readonly #listeners: Listener[];
