@@ -28,7 +28,10 @@ recv prints one JSON line per message: {"data", "fds":[{"fd","kind","target"}], 
   finish within 1 s (a full pipe) stops there: "writeError":"ETIMEDOUT". With --listen, a peer
   that breaks the protocol is reported on stderr (fdpass: peer pid P uid U: ...) and the next
   peer is accepted.
-Without --raw both sides speak fdpass framing; --raw is plain sendmsg/recvmsg.`;
+Without --raw both sides speak fdpass framing; --raw is plain sendmsg/recvmsg.
+The default control socket is $XDG_RUNTIME_DIR/fdpass/control.sock, else
+<tmpdir>/fdpass-<uid>/control.sock; serve and status refuse that directory if it is a symbolic
+link, another uid's, or writable by group or others; status refuses a socket served by another uid.`;
 
 export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
