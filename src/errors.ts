@@ -257,6 +257,18 @@ export class WorkerStartError extends FdpassError {
   }
 }
 
+/** A directory that fdpass would trust with a socket (the default control
+ * directory of `fdpass serve`) is not safe: not a real directory, owned by
+ * another uid, or writable by group or others. Whoever can write there can
+ * put a socket of their own in its place. */
+export class UntrustedDirectoryError extends FdpassError {
+  readonly path: string;
+  constructor(path: string, problems: readonly string[]) {
+    super('FDPASS_ERR_UNTRUSTED_DIR', `control directory ${path} is ${problems.join(' and ')}: refusing it`);
+    this.path = path;
+  }
+}
+
 type ArgErrorCtor = typeof TypeError | typeof RangeError;
 function argError(Ctor: ArgErrorCtor, code: string, message: string): Error & { code: string } {
   const e = new Ctor(message) as Error & { code: string };

@@ -32,7 +32,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { UnixSocket, type SocketOptions } from '../socket/socket';
 import { Message } from '../socket/message';
 import type { Fd, FdLike } from '../socket/fd';
-import { encodeChannel, decodeChannel, Kind } from './codec';
+import { encodeChannel, decodeChannel, errorBody, Kind } from './codec';
 import { ReplyWithFds, outgoing, requestOptions, releaseFds, type Outgoing } from './outgoing';
 import {
   abortError, invalidArg, RemoteError, SocketClosedError, TimeoutError, ChannelMessageError,
@@ -391,19 +391,7 @@ export class Channel extends EventEmitter {
   }
 }
 
-/** The body of an error reply: the thrown value's message and, when it has
- * a string one, its code (docs/protocol.md). */
+/** An error reply for a thrown value (its body: codec.ts's errorBody()). */
 function errorReply(err: unknown): Outgoing {
-  const e = err as { message?: unknown; code?: unknown } | null | undefined;
-  return { body: { message: printable(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : undefined }, fds: undefined, transfer: false };
-}
-
-/** String(v), for anything a handler may throw (String() itself throws
- * for an object without a usable toString). */
-function printable(v: unknown): string {
-  try {
-    return String(v);
-  } catch {
-    return Object.prototype.toString.call(v);
-  }
+  return { body: errorBody(err), fds: undefined, transfer: false };
 }

@@ -78,3 +78,20 @@ export function decodeChannel(buf: Uint8Array): ChannelFrame {
   }
   return { kind, id, type, body };
 }
+
+/** The body of an error reply (docs/protocol.md): the thrown value's
+ * message and, when it has a string one, its code. */
+export function errorBody(err: unknown): { message: string; code: string | undefined } {
+  const e = err as { message?: unknown; code?: unknown } | null | undefined;
+  return { message: printable(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : undefined };
+}
+
+/** String(v), for anything a handler may throw (String() itself throws
+ * for an object without a usable toString). */
+function printable(v: unknown): string {
+  try {
+    return String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
+}

@@ -5,6 +5,7 @@
  * (1 for a failed operation, 2 for a usage error).
  */
 import { UsageError } from './args';
+import { errorLine } from './error-line';
 
 
 const USAGE = `usage:
@@ -23,7 +24,15 @@ const USAGE = `usage:
 PATH is a filesystem path, or @name for a Linux abstract socket.
 send opens each FILE read-write (created if missing) and sends all their fds in one message.
 recv prints one JSON line per message: {"data", "fds":[{"fd","kind","target"}], "credentials"?}.
-Without --raw both sides speak fdpass framing; --raw is plain sendmsg/recvmsg.`;
+  --write adds "wrote" to each fd, --read adds "read" (files only, else null); an fd that fails
+  gets "writeError"/"readError" (its errno code) instead and recv goes on; a write that cannot
+  finish within 1 s (a full pipe) stops there: "writeError":"ETIMEDOUT". With --listen, a peer
+  that breaks the protocol is reported on stderr (fdpass: peer pid P uid U: ...) and the next
+  peer is accepted.
+Without --raw both sides speak fdpass framing; --raw is plain sendmsg/recvmsg.
+The default control socket is $XDG_RUNTIME_DIR/fdpass/control.sock, else
+<tmpdir>/fdpass-<uid>/control.sock; serve and status refuse that directory if it is a symbolic
+link, another uid's, or writable by group or others; status refuses a socket served by another uid.`;
 
 export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
@@ -73,12 +82,7 @@ export function fail(err: unknown): void {
     process.exitCode = 2;
     return;
   }
-  const e = err as { message?: string; code?: string; syscall?: string; path?: string };
-  let what = e.message ?? String(err);
-  const code = e.code ?? 'EFAIL';
-  // Node-style system errors read "connect ENOENT /path": say it as "connect /path".
-  if (e.syscall) what = `${e.syscall}${e.path ? ' ' + e.path : ''}`;
-  process.stderr.write(`fdpass: ${what}: ${code}\n`);
+  process.stderr.write(`fdpass: ${errorLine(err)}\n`);
   process.exitCode = 1;
 }
 

@@ -17,6 +17,7 @@ import { validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS }
 import { startControl, defaultControlPath } from '../serve/control';
 import { UsageError } from './args';
 import { errnoError, ServeConfigError } from '../errors';
+import { prepareControlDir } from '../serve/control-path';
 
 const DEV_CERT = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.crt');
 const DEV_KEY = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.key');
@@ -68,6 +69,8 @@ export async function serve(args: string[]): Promise<void> {
   if (cert && key) checkCertificate(cert, key);
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
+  // An untrusted default control directory is refused before anything starts.
+  prepareControlDir(values.control ?? defaultControlPath());
 
   const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout, readyTimeout, handshakeTimeout });
   const controlPath = values.control ?? defaultControlPath();

@@ -1,49 +1,164 @@
 /**
  * The control socket of `fdpass serve`: a SOCK_SEQPACKET Unix socket, mode
- * 0600, that refuses any peer whose uid is not the primary's (SO_PEERCRED),
- * speaking the channel protocol: 'status' -> Status, 'reload' -> {}.
+ * 0600, that serves only peers of the primary's uid (SO_PEERCRED, checked
+ * on every connection before a byte is read), speaking the channel
+ * protocol: 'status' -> Status, 'reload' -> {}.
+ *
+ * It must not be a way to hurt the primary, even for a peer of its own uid:
+ * - each connection is a session with backpressure and an idle timeout
+ *   (control-session.ts);
+ * - at most `maxConnections` sessions at once; more are closed at once
+ *   (a control-refused line, one a second at most);
+ * - 'status' asks every worker for its counts: concurrent requests share
+ *   the query under way rather than start one each;
+ * - at RLIMIT_NOFILE (EMFILE on accept) `fdpass status` must still be
+ *   answered: the primary's spare fds are given up for one accept of a
+ *   waiting control connection, and taken back (before anyone else) when a
+ *   control connection closes.
+ *
+ * Where the socket goes, and whether its default directory can be trusted:
+ * control-path.ts. The client: control-client.ts.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
+import { native } from '../native';
 import { UnixServer } from '../socket/server';
 import { UnixSocket } from '../socket/socket';
-import { Channel } from '../channel/channel';
-import type { Primary } from './primary';
 import type { Status } from './status';
+import { Throttled, type Log } from './log';
+import { prepareControlDir } from './control-path';
+import { serveSession } from './control-session';
 
-/** $XDG_RUNTIME_DIR/fdpass/control.sock, else <tmpdir>/fdpass-<uid>/control.sock. */
-export function defaultControlPath(): string {
-  const base = process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'fdpass') : path.join(os.tmpdir(), `fdpass-${process.getuid!()}`);
-  return path.join(base, 'control.sock');
+export { defaultControlPath } from './control-path';
+export { queryStatus } from './control-client';
+
+/** What the control socket needs of the primary (Primary has all of it). */
+export interface ControlTarget {
+  /** The status after asking every worker for its current counts. */
+  freshStatus(): Promise<Status>;
+  reload(): Promise<void>;
+  readonly log: Log;
+  /** Runs `fn` (one accept at RLIMIT_NOFILE) with the spare fds given up. */
+  withSpareFds<T>(fn: () => T): T;
+  /** fds were closed outside the primary's parts (a control connection):
+   * the spares are taken back first. */
+  fdsClosed(): void;
 }
 
-export async function startControl(primary: Primary, file: string): Promise<UnixServer> {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const uid = process.getuid!();
-  const server = await UnixServer.listen(file, { type: 'seqpacket', mode: 0o600, allow: { uids: [uid] } });
-  server.unref();
-  server.on('error', () => {});
-  server.on('connection', (sock: UnixSocket) => {
-    sock.unref();
-    const ch = new Channel(sock);
-    ch.on('error', () => ch.close());
-    ch.handle('status', () => primary.freshStatus());
-    ch.handle('reload', async () => {
-      await primary.reload();
-      return {};
+export interface ControlOptions {
+  /** Sessions at once (default 16). */
+  maxConnections?: number;
+  /** ms a session may go without a request read or an answer taken (default 60 s). */
+  idleTimeout?: number;
+}
+
+/** The options of the control socket's connections: small requests, no fds,
+ * little read ahead. */
+const SESSION_SOCKET = { maxMessageSize: 4096, maxFdsPerMessage: 0, highWaterMark: 4 };
+/** One fd, for the accept at RLIMIT_NOFILE. */
+const ONE = new Int32Array(1);
+
+export class ControlServer {
+  readonly #server: UnixServer;
+  readonly #target: ControlTarget;
+  readonly #max: number;
+  readonly #idleMs: number;
+  readonly #refused: Throttled;
+  readonly #sessions = new Set<UnixSocket>();
+  #status: Promise<Status> | null = null;
+
+  private constructor(server: UnixServer, target: ControlTarget, options: ControlOptions) {
+    this.#server = server;
+    this.#target = target;
+    this.#max = options.maxConnections ?? 16;
+    this.#idleMs = options.idleTimeout ?? 60_000;
+    this.#refused = new Throttled('control-refused', target.log);
+    server.unref();
+    server.on('connection', (sock: UnixSocket) => this.#admit(sock));
+    server.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EMFILE' || err.code === 'ENFILE') this.#acceptWithSpares();
     });
-  });
-  return server;
+  }
+
+  /** Creates the directory (the default one must be trusted: control-path.ts)
+   * and listens on `file`. */
+  static async listen(target: ControlTarget, file: string, options: ControlOptions = {}): Promise<ControlServer> {
+    prepareControlDir(file);
+    const server = await UnixServer.listen(file, { type: 'seqpacket', mode: 0o600, ...SESSION_SOCKET });
+    return new ControlServer(server, target, options);
+  }
+
+  get address(): string {
+    return this.#server.address;
+  }
+
+  /** Sessions open now. */
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
+  /** Stops listening and closes every session. */
+  async close(): Promise<void> {
+    await this.#server.close();
+    for (const s of this.#sessions) s.close();
+  }
+
+  /** A new connection: refused unless its uid is ours and there is room. */
+  #admit(sock: UnixSocket): void {
+    sock.unref();
+    let peer = { pid: 0, uid: -1 };
+    try {
+      peer = sock.peerCredentials();
+    } catch {
+      // gone already: refused below
+    }
+    const reason = peer.uid !== process.getuid!() ? `uid ${peer.uid}` : this.#sessions.size >= this.#max ? `${this.#max} connections open` : null;
+    if (reason) {
+      sock.close();
+      this.#target.fdsClosed();
+      this.#refused.emit({ reason, pid: peer.pid });
+      return;
+    }
+    this.#sessions.add(sock);
+    void serveSession(sock, {
+      status: () => this.#freshStatus(),
+      reload: async () => {
+        await this.#target.reload();
+        return {};
+      },
+    }, this.#idleMs).finally(() => {
+      this.#sessions.delete(sock);
+      this.#target.fdsClosed();
+    });
+  }
+
+  /** One worker query at a time: a request while one runs shares it. */
+  #freshStatus(): Promise<Status> {
+    return this.#status ??= this.#target.freshStatus().finally(() => {
+      this.#status = null;
+    });
+  }
+
+  /**
+   * accept() failed for want of fds: a control connection waits. Accept
+   * one with the spare fds given up (they are taken back at once, but for
+   * the one the connection took: that comes back when it closes).
+   */
+  #acceptWithSpares(): void {
+    if (this.#server.closed) return;
+    const n = this.#target.withSpareFds(() => native.accept(this.#server.fd, ONE));
+    if (n !== 1) return;
+    let sock: UnixSocket;
+    try {
+      sock = UnixSocket.fromFd(ONE[0]!, SESSION_SOCKET);
+    } catch {
+      native.close(ONE[0]!);
+      this.#target.fdsClosed();
+      return;
+    }
+    this.#admit(sock);
+  }
 }
 
-export async function queryStatus(file: string, timeout = 5000): Promise<Status> {
-  const ch = await Channel.connect(file, { type: 'seqpacket', timeout });
-  try {
-    const reply = await ch.request<Status>('status');
-    reply.message.close();
-    return reply.payload;
-  } finally {
-    ch.close();
-  }
+/** Listens on `file` and serves the control protocol for `target`. */
+export function startControl(target: ControlTarget, file: string, options: ControlOptions = {}): Promise<ControlServer> {
+  return ControlServer.listen(target, file, options);
 }

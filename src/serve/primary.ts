@@ -297,4 +297,21 @@ export class Primary extends EventEmitter {
       restarts: (slot) => this.#supervisor.restarts(slot),
     });
   }
+
+  // ---- for the control socket (control.ts) ----------------------------------
+
+  get log(): Log {
+    return this.#log;
+  }
+
+  /** Runs `fn` (an accept at RLIMIT_NOFILE) with the spare fds given up;
+   * takes back what is left after. */
+  withSpareFds<T>(fn: () => T): T {
+    return this.#stopping ? fn() : this.#spares.lend(fn);
+  }
+
+  /** A control connection closed: the spares come first. */
+  fdsClosed(): void {
+    this.#fdsFreed();
+  }
 }
