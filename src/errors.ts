@@ -269,6 +269,34 @@ export class UntrustedDirectoryError extends FdpassError {
   }
 }
 
+/** Why a takeover over the `_getsocks` protocol failed (TakeoverError's
+ * `reason`, stable for programs): 'connect' (nothing listens at the path),
+ * 'peer' (the listening process is another uid's), 'no-listeners' (the
+ * peer closed before the count: nothing exposed, or HAProxy without
+ * `expose-fd listeners`), 'bad-count', 'too-many-fds', 'missing-fds' (fewer
+ * fds than announced), 'bad-records', 'timeout', 'closed' (the peer closed
+ * mid-way or the socket failed). */
+export type TakeoverReason = 'connect' | 'peer' | 'no-listeners' | 'bad-count' | 'too-many-fds' | 'missing-fds' | 'bad-records' | 'timeout' | 'closed';
+
+/** Taking listeners over from another process (`fdpass serve --takeover`)
+ * failed; every fd received was closed before this was thrown. */
+export class TakeoverError extends FdpassError {
+  readonly reason: TakeoverReason;
+  constructor(reason: TakeoverReason, message: string, options?: { cause?: unknown }) {
+    super('FDPASS_ERR_TAKEOVER', message, options);
+    this.reason = reason;
+  }
+}
+
+/** `fdpass upgrade` (or SIGUSR2) could not replace the primary: the new one
+ * could not be started, exited, or did not take over in time. The old
+ * primary serves on. */
+export class UpgradeError extends FdpassError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FDPASS_ERR_UPGRADE', message, options);
+  }
+}
+
 type ArgErrorCtor = typeof TypeError | typeof RangeError;
 function argError(Ctor: ArgErrorCtor, code: string, message: string): Error & { code: string } {
   const e = new Ctor(message) as Error & { code: string };
