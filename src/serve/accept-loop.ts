@@ -66,8 +66,11 @@ export class AcceptLoop {
    * and find the port closed); handshakes already under way get
    * HANDSHAKE_GRACE_MS, then the backlog is drained once more. (Inherited
    * listeners, and those in systemd's fd store, get no filter: systemd keeps
-   * them after we exit, with their backlog, for the next run.) Out of fds, it waits for the workers to acknowledge what they
-   * were handed (`pending()` of those left), up to `deadline`.
+   * them after we exit, with their backlog, for the next run.) A listener
+   * shared with another process (handed out, or taken over: listeners.ts)
+   * is left alone: no filter, no accept; its backlog is the other's. Out of
+   * fds, it waits for the workers to acknowledge what they were handed
+   * (`pending()` of those left), up to `deadline`.
    */
   async drain(deadline: number, pending: () => number): Promise<void> {
     this.setWanted(false);
@@ -82,7 +85,9 @@ export class AcceptLoop {
   }
 
   async #drainOnce(deadline: number, pending: () => number): Promise<void> {
-    for (const a of this.#acceptors) {
+    for (const [i, a] of this.#acceptors.entries()) {
+      // A shared listener's backlog is the other process's to serve.
+      if (this.#listeners[i]!.shared) continue;
       for (;;) {
         const r = a.acceptOnce();
         if (r > 0) continue;

@@ -42,7 +42,7 @@ export function takeListenFds(env: NodeJS.ProcessEnv = process.env): InheritedFd
 /** What matching needs to know of `fd`; a non-socket is described as one
  * no spec can match (a systemd spec that asks for it by name still gets it,
  * and its adoption says what is wrong). */
-function describe(fd: number): Omit<ListeningFdInfo, 'name'> {
+export function describe(fd: number): Omit<ListeningFdInfo, 'name'> {
   let id: string;
   try {
     const st = fs.fstatSync(fd, { bigint: true });

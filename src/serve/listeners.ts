@@ -54,6 +54,11 @@ export interface Listener extends ListenerInfo {
   /** Pushed into systemd's fd store (fd-store.ts): like an inherited one,
    * it outlives this process, with its backlog, for the next run. */
   stored?: boolean;
+  /** Handed out to another process (`_getsocks`: a new primary, HAProxy),
+   * or taken over from one that may still hold it (takeover.ts, until the
+   * old process was told to finish): this process only closes its copy,
+   * never filters it, drains its backlog or unlinks its socket file. */
+  shared?: boolean;
   /** Unix path socket created by us: its inode, to unlink on close. */
   ino?: number | null;
 }
@@ -139,7 +144,7 @@ function listenerName(spec: ListenerSpec): string {
   return spec.name ?? (spec.tls ? 'https' : 'http');
 }
 
-function matchSpec(spec: ListenerSpec): MatchSpec {
+export function matchSpec(spec: ListenerSpec): MatchSpec {
   return {
     kind: spec.kind, name: listenerName(spec), host: spec.host, port: spec.port, fdName: spec.fdName,
     unixAddress: spec.kind === 'unix' ? encodeAddress(spec.path!) : undefined,
@@ -195,7 +200,7 @@ function describeInherited(fd: number, fdName: string, spec: ListenerSpec, index
 /** Whether `l` lives on after this process closes its fd (inherited, or in
  * systemd's fd store): then it is never unlinked nor filtered on shutdown. */
 export function outlivesUs(l: Listener): boolean {
-  return l.inherited || l.stored === true;
+  return l.inherited || l.stored === true || l.shared === true;
 }
 
 /** Closes listeners; unlinks the Unix socket files this process created

@@ -16,7 +16,11 @@
  * - supervisor.ts: the worker processes (spawn, readiness, respawn with
  *   back-off, crash loops, drain, kill);
  * - spare-fds.ts: a few fds kept so that a worker can be respawned at
- *   RLIMIT_NOFILE; status.ts: the status document.
+ *   RLIMIT_NOFILE; status.ts: the status document;
+ * - takeover.ts: the listeners taken over from a running process instead
+ *   of bound (--takeover), which is told to finish once this one serves;
+ *   handover.ts: this one's listeners handed out (--expose-listeners) and
+ *   upgrade() (a new primary from this one's command line takes over).
  *
  * Generations: reload() starts a new generation of workers; the serving
  * one serves (and is respawned) until all of the new one is ready, then
@@ -33,6 +37,10 @@ import * as os from 'node:os';
 import { ServeConfigError } from '../errors';
 import { fdsFreed } from '../socket/acceptor';
 import { openListeners, closeListeners, publicInfo, type Listener, type ListenerSpec } from './listeners';
+import { takeListenFds } from './inherited-fds';
+import { Takeover, type TakeoverOptions, type TakeoverInfo } from './takeover';
+import { Handover } from './handover';
+import type { Credentials } from '../socket/frame';
 import { AcceptLoop } from './accept-loop';
 import { Dispatcher } from './dispatcher';
 import { Supervisor, type WorkerRec } from './supervisor';
@@ -46,6 +54,7 @@ export { STRATEGIES, type Strategy } from './strategies';
 export type { LogEvent } from './log';
 export type { Status, WorkerStatus } from './status';
 export type { WorkerState } from './supervisor';
+export type { TakeoverOptions, TakeoverInfo } from './takeover';
 
 export interface PrimaryOptions {
   listeners: ListenerSpec[];
@@ -69,6 +78,18 @@ export interface PrimaryOptions {
   /** Extra arguments for the worker's node (execArgv). */
   workerExecArgv?: string[];
   backlog?: number;
+  /** Take the listeners over from the process that exposes them at this
+   * path (an fdpass primary's --expose-listeners, HAProxy's `expose-fd
+   * listeners` stats socket) instead of binding them; it is told to finish
+   * once this primary's workers are ready (takeover.ts). */
+  takeover?: TakeoverOptions;
+  /** Answer `_getsocks` on this stream socket (mode 0600, this uid only)
+   * with the listeners, for `haproxy -x PATH` and `fdpass serve --takeover
+   * PATH` (handover.ts). */
+  exposeListeners?: string;
+  /** upgrade(): the new primary's command line (argv[0] the executable),
+   * given the path it takes over from. */
+  upgradeCommand?: (takeoverPath: string) => string[];
 }
 
 type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions;
@@ -89,6 +110,11 @@ export class Primary extends EventEmitter {
   #stopping = false;
   #started = false;
   #startedAt = Date.now();
+  readonly #handover: Handover;
+  /** The takeover this primary started with. */
+  #takeover: TakeoverInfo | null = null;
+  /** What a successor binds, released before it serves alone. */
+  readonly #releases: ((successor: Credentials) => Promise<void>)[] = [];
 
   private constructor(listeners: Listener[], opts: ResolvedOptions) {
     super();
@@ -132,6 +158,21 @@ export class Primary extends EventEmitter {
     }, this.#log);
     this.#accept = new AcceptLoop(listeners, (fds, n, l) => this.#dispatcher.accepted(fds, n, l.index), this.#log);
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
+    this.#handover = new Handover({
+      listeners,
+      log: this.#log,
+      stopping: () => this.#stopping,
+      upgradeTimeout: opts.readyTimeout + 20_000,
+      upgradeCommand: opts.upgradeCommand,
+      upgradeEnv: () => ({ ...process.env }),
+      release: async (successor) => {
+        for (const fn of this.#releases) await fn(successor);
+      },
+      finish: (successor) => {
+        this.emit('taken-over', successor);
+        void this.shutdown();
+      },
+    });
   }
 
   /**
@@ -152,7 +193,15 @@ export class Primary extends EventEmitter {
     if (options.listeners.some((l) => l.tls) && (!options.cert || !options.key)) {
       throw new ServeConfigError('FDPASS_ERR_NO_CERT', 'a tls listener needs --cert and --key');
     }
-    const listeners = await openListeners(options.listeners, options.backlog);
+    const inherited = takeListenFds();
+    const takeover = options.takeover ? await Takeover.fetch(options.takeover, options.listeners) : null;
+    let listeners: Listener[];
+    try {
+      listeners = await openListeners(options.listeners, options.backlog, [...inherited, ...(takeover?.fds ?? [])]);
+    } catch (err) {
+      takeover?.abandon();
+      throw err;
+    }
     const p = new Primary(listeners, {
       ...options, workers, strategy,
       shutdownTimeout: options.shutdownTimeout ?? 10_000,
@@ -160,15 +209,35 @@ export class Primary extends EventEmitter {
     });
     try {
       p.#log('start', { pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo) });
+      takeover?.adopted(listeners, p.#log);
       p.#spares.take();
       await p.#supervisor.startGeneration(p.#newest);
       p.#supervisor.promote(p.#newest);
       p.#started = true;
     } catch (err) {
+      // The old process serves on: it sees the takeover connection close.
+      takeover?.abandon();
       await p.shutdown();
       throw err;
     }
     p.#updateAccepting();
+    if (takeover) {
+      await takeover.finishOld(p.#log);
+      p.#takeover = takeover.info;
+    }
+    if (options.exposeListeners) {
+      try {
+        await p.#handover.expose(options.exposeListeners);
+      } catch (err) {
+        // After a takeover the old process is gone: serving on beats
+        // stopping over a socket nobody may need.
+        if (!takeover) {
+          await p.shutdown();
+          throw err;
+        }
+        p.#log('expose-failed', { path: options.exposeListeners, error: (err as Error).message });
+      }
+    }
     return p;
   }
 
@@ -251,7 +320,9 @@ export class Primary extends EventEmitter {
       return;
     }
     this.#stopping = true;
-    this.#log('shutdown', { workers: this.#supervisor.workers.size });
+    this.#log('shutdown', { workers: this.#supervisor.workers.size, shared: this.sockets.filter((l) => l.shared).map((l) => l.address) });
+    // Before any listener closes: its sends borrow the listener fds.
+    await this.#handover.close();
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
     this.#dispatcher.stop();
@@ -265,6 +336,23 @@ export class Primary extends EventEmitter {
     this.#spares.release();
     this.#rate.stop();
     this.#log('stopped', { handed: this.#dispatcher.handed });
+  }
+
+  /**
+   * Starts a new primary from this one's command line (upgradeCommand) that
+   * takes over the listeners (handover.ts, upgrade.ts). Resolves with its
+   * pid once it serves and this one is finishing ('taken-over'); rejects
+   * with an UpgradeError, and this one serves on, if it cannot. Called
+   * while an upgrade runs, it settles with that one.
+   */
+  upgrade(): Promise<number> {
+    return this.#handover.upgrade();
+  }
+
+  /** Runs `fn` before a successor (a new primary that took over) serves
+   * alone: to release what it will bind (the control socket). */
+  releaseForSuccessor(fn: (successor: Credentials) => Promise<void>): void {
+    this.#releases.push(fn);
   }
 
   #inflight(): number {
@@ -295,6 +383,8 @@ export class Primary extends EventEmitter {
       listeners: this.sockets.map(publicInfo),
       workers: this.#supervisor.workers,
       restarts: (slot) => this.#supervisor.restarts(slot),
+      takeover: this.#takeover,
+      exposeListeners: this.#handover.exposedAt,
     });
   }
 
