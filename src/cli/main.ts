@@ -17,7 +17,7 @@ const USAGE = `usage:
                [--strategy round-robin|least-connections|hash] [--cert FILE --key FILE]
                [--control PATH] [--shutdown-timeout MS] [--ready-timeout MS]
                [--handshake-timeout MS] [--expose-listeners PATH]
-               [--takeover PATH [--takeover-signal SIG]] [APP]
+               [--takeover PATH [--takeover-signal SIG] [--takeover-timeout MS]] [APP]
   fdpass status [--control PATH] [--json]
   fdpass upgrade [--control PATH] [--timeout MS]
   fdpass demo                 a live run of the seed fd-passing scenarios

@@ -38,6 +38,7 @@ const OPTIONS = {
   'handshake-timeout': { type: 'string', default: String(HANDSHAKE_TIMEOUT_MS) },
   takeover: { type: 'string' },
   'takeover-signal': { type: 'string' },
+  'takeover-timeout': { type: 'string', default: '5000' },
   'expose-listeners': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -77,7 +78,10 @@ export async function serve(args: string[]): Promise<void> {
   const signal = values['takeover-signal'];
   if (signal !== undefined && !(signal in os.constants.signals)) throw new UsageError(`--takeover-signal must be a signal name (SIGUSR1, SIGTERM, ...), not '${signal}'`);
   if (signal !== undefined && values.takeover === undefined) throw new UsageError('--takeover-signal goes with --takeover PATH');
-  const takeover = values.takeover === undefined ? undefined : { path: cliAddress(values.takeover), signal: signal as NodeJS.Signals | undefined };
+  const takeoverTimeout = Number(values['takeover-timeout']);
+  if (!Number.isInteger(takeoverTimeout) || takeoverTimeout < 1) throw new UsageError(`--takeover-timeout must be milliseconds, not '${values['takeover-timeout']}'`);
+  const takeover = values.takeover === undefined ? undefined
+    : { path: cliAddress(values.takeover), signal: signal as NodeJS.Signals | undefined, timeout: takeoverTimeout };
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
   // An untrusted default control directory is refused before anything starts.

@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { controlRequest, defaultControlPath } from '../serve/control';
 import { cliAddress, UsageError } from './args';
+import { RemoteError, UpgradeError } from '../errors';
 
 export async function upgrade(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -14,6 +15,13 @@ export async function upgrade(args: string[]): Promise<void> {
   });
   const timeout = Number(values.timeout);
   if (!Number.isInteger(timeout) || timeout < 1) throw new UsageError(`--timeout must be milliseconds, not '${values.timeout}'`);
-  const { pid } = await controlRequest<{ pid: number }>(cliAddress(values.control ?? defaultControlPath()), 'upgrade', timeout);
+  let pid: number;
+  try {
+    ({ pid } = await controlRequest<{ pid: number }>(cliAddress(values.control ?? defaultControlPath()), 'upgrade', timeout));
+  } catch (err) {
+    // The primary's own reason, with its own code.
+    if (err instanceof RemoteError && err.remoteCode === 'FDPASS_ERR_UPGRADE') throw new UpgradeError(err.message, { cause: err });
+    throw err;
+  }
   process.stdout.write(`upgraded: new primary pid ${pid}\n`);
 }

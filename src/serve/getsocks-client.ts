@@ -66,7 +66,12 @@ export async function fetchListeners(path: string, options: FetchOptions = {}): 
       const m = await nextRead(sock, deadline, dec, where, timeout);
       try {
         for (const f of m.fds) fds.push(new Fd(f.release()));
-        dec.push(m.data, m.fdCount);
+        try {
+          dec.push(m.data, m.fdCount);
+        } catch (err) {
+          const e = err as TakeoverError;
+          throw new TakeoverError(e.reason, `${where}: ${e.message}`);
+        }
       } finally {
         m.close();
       }
