@@ -19,7 +19,9 @@
  *   RLIMIT_NOFILE; status.ts: the status document;
  * - privileges.ts: the workers' user (resolved here, switched to in each
  *   worker); tls-credentials.ts: the certificate and key, read here and
- *   handed to each generation's workers as bytes.
+ *   handed to each generation's workers as bytes;
+ * - systemd-service.ts: READY/RELOADING/STOPPING/STATUS/WATCHDOG and the fd
+ *   store, under a service manager (NOTIFY_SOCKET).
  *
  * Generations: reload() starts a new generation of workers; the serving
  * one serves (and is respawned) until all of the new one is ready, then
@@ -36,9 +38,11 @@ import * as os from 'node:os';
 import { ServeConfigError } from '../errors';
 import { fdsFreed } from '../socket/acceptor';
 import { openListeners, closeListeners, publicInfo, type Listener, type ListenerSpec } from './listeners';
+import { takeListenFds } from './inherited-fds';
 import { resolveWorkerIdentity, identityLabel, type ResolvedIdentity } from './privileges';
 import { workerPreloadArgs } from './drop-privileges';
 import { GenerationCredentials } from './tls-credentials';
+import { SystemdService } from './systemd-service';
 import { AcceptLoop } from './accept-loop';
 import { Dispatcher } from './dispatcher';
 import { Supervisor, type WorkerRec } from './supervisor';
@@ -98,6 +102,8 @@ export class Primary extends EventEmitter {
   readonly #accept: AcceptLoop;
   readonly #rate: RateMeter;
   readonly #reloads = new Coalescer(() => this.#reloadNow());
+  /** Under a service manager (NOTIFY_SOCKET), what it is told. */
+  readonly #service: SystemdService | null;
   /** The newest generation number given out (the serving one is the supervisor's). */
   #newest = 1;
   #stopping = false;
@@ -146,6 +152,8 @@ export class Primary extends EventEmitter {
     }, this.#log);
     this.#accept = new AcceptLoop(listeners, (fds, n, l) => this.#dispatcher.accepted(fds, n, l.index), this.#log);
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
+    // Before any worker is spawned: they must not inherit NOTIFY_SOCKET.
+    this.#service = SystemdService.fromEnv(this, opts.workers, this.#log);
   }
 
   /**
@@ -171,7 +179,8 @@ export class Primary extends EventEmitter {
     const identity = resolveWorkerIdentity(options.user, options.group);
     const credentials = new GenerationCredentials(options.cert && path.resolve(options.cert), options.key && path.resolve(options.key));
     credentials.load(1);
-    const listeners = await openListeners(options.listeners, options.backlog);
+    const inherited = takeListenFds();
+    const listeners = await openListeners(options.listeners, options.backlog, inherited);
     const p = new Primary(listeners, {
       ...options, workers, strategy, identity, credentials,
       shutdownTimeout: options.shutdownTimeout ?? 10_000,
@@ -180,15 +189,17 @@ export class Primary extends EventEmitter {
     try {
       p.#log('start', {
         pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo),
-        user: identityLabel(identity.identity),
+        inherited: listeners.filter((l) => l.inherited).map((l) => l.address), user: identityLabel(identity.identity),
       });
       if (identity.defaulted) {
         p.#log('worker-user', { user: identityLabel(identity.identity), why: 'the primary runs as root and no user was given (--user root keeps root)' });
       }
+      p.#service?.storeListeners(listeners, inherited);
       p.#spares.take();
       await p.#supervisor.startGeneration(p.#newest);
       p.#supervisor.promote(p.#newest);
       p.#started = true;
+      p.#service?.ready();
     } catch (err) {
       await p.shutdown();
       throw err;
@@ -239,7 +250,10 @@ export class Primary extends EventEmitter {
   reload(): Promise<void> {
     if (this.#stopping) return Promise.resolve();
     if (this.#reloads.next === 'queue') this.#log('reload-queued', { serving: this.#supervisor.serving });
-    return this.#reloads.run();
+    this.#service?.reloading();
+    const done = this.#reloads.run();
+    done.then(() => this.#service?.reloaded(), (err: unknown) => this.#service?.reloaded(err));
+    return done;
   }
 
   async #reloadNow(): Promise<void> {
@@ -281,6 +295,7 @@ export class Primary extends EventEmitter {
     }
     this.#stopping = true;
     this.#log('shutdown', { workers: this.#supervisor.workers.size });
+    this.#service?.stopping();
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
     this.#dispatcher.stop();
@@ -293,6 +308,7 @@ export class Primary extends EventEmitter {
     this.#dispatcher.close();
     this.#spares.release();
     this.#rate.stop();
+    await this.#service?.close();
     this.#log('stopped', { handed: this.#dispatcher.handed });
   }
 
