@@ -8,7 +8,8 @@
  * 0700 home, say) is one clear line rather than a module-not-found trace.
  *
  * A worker that cannot switch or read them tells the primary why (FAILED on
- * its channel, fd 3), says it on stderr and exits 1, before serving anything.
+ * its channel, fd 3; stderr if that cannot be done) and exits 1, before
+ * serving anything.
  * In a process that is not a worker (no worker environment), it does nothing.
  */
 import * as fs from 'node:fs';
@@ -46,15 +47,19 @@ function run(): void {
   }
 }
 
-/** Tells the primary (the message goes out at once on a fresh channel) and
- * stderr, and exits before the worker script runs. */
+/** Tells the primary, which reports it (on a fresh channel the message goes
+ * out at once, within send()), or else stderr; and exits before the worker
+ * script runs. */
 function fail(message: string): void {
+  let told = false;
   try {
-    UnixSocket.fromFd(3).send(encodeJson(Op.Failed, { message })).catch(() => {});
+    const channel = UnixSocket.fromFd(3);
+    channel.send(encodeJson(Op.Failed, { message })).catch(() => {});
+    told = channel.pendingSends === 0;
   } catch {
-    // no channel: stderr says it
+    // no channel
   }
-  process.stderr.write(`fdpass worker ${process.pid}: ${message}\n`);
+  if (!told) process.stderr.write(`fdpass worker ${process.pid}: ${message}\n`);
   process.exit(1);
 }
 
