@@ -316,7 +316,7 @@ export class Worker extends EventEmitter {
     const ctx = this.#tlsContext;
     if (!ctx) {
       raw.destroy();
-      this.emit('error', new ServeConfigError('FDPASS_ERR_NO_CERT', `listener ${listener.address} is tls but the primary sent no certificate`));
+      this.emit('error', new ServeConfigError('FDPASS_ERR_NO_CERT', `listener ${listener.address} is tls but no --cert/--key was given`));
       return;
     }
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
