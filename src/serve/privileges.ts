@@ -65,8 +65,12 @@ export function resolveWorkerIdentity(user: string | undefined, group: string | 
   if (user === undefined) {
     if (group !== undefined) throw new RangeError(`a group (${group}) needs a user: USER:GROUP`);
     if (euid !== 0) return { identity: { uid: euid, gid: egid, switch: false }, defaulted: false };
-    user = DEFAULT_WORKER_USER;
-    return { identity: { ...lookUpUser(user, group), switch: true }, defaulted: true };
+    try {
+      return { identity: { ...lookUpUser(DEFAULT_WORKER_USER, undefined), switch: true }, defaulted: true };
+    } catch (err) {
+      throw new ServeConfigError('FDPASS_ERR_NO_SUCH_USER',
+        `the workers of a root primary run as ${DEFAULT_WORKER_USER} unless told otherwise, and there is no such user: give --user`, { cause: err });
+    }
   }
   const wanted = lookUpUser(user, group);
   if (euid === 0) return { identity: { ...wanted, switch: true }, defaulted: false };
