@@ -16,7 +16,7 @@ const USAGE = `usage:
   fdpass serve [--listen ADDR[:PORT][,tls] ...] [--workers N]
                [--strategy round-robin|least-connections|hash] [--cert FILE --key FILE]
                [--control PATH] [--shutdown-timeout MS] [--ready-timeout MS]
-               [--handshake-timeout MS] [--expose-listeners PATH]
+               [--handshake-timeout MS] [--user USER[:GROUP]] [--expose-listeners PATH]
                [--takeover PATH [--takeover-signal SIG] [--takeover-timeout MS]] [APP]
   fdpass status [--control PATH] [--json]
   fdpass upgrade [--control PATH] [--timeout MS]

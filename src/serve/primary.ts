@@ -17,6 +17,11 @@
  *   back-off, crash loops, drain, kill);
  * - spare-fds.ts: a few fds kept so that a worker can be respawned at
  *   RLIMIT_NOFILE; status.ts: the status document;
+ * - privileges.ts: the workers' user (resolved here, switched to in each
+ *   worker); tls-credentials.ts: the certificate and key, read here and
+ *   handed to each generation's workers as bytes;
+ * - systemd-service.ts: READY/RELOADING/STOPPING/STATUS/WATCHDOG and the fd
+ *   store, under a service manager (NOTIFY_SOCKET);
  * - takeover.ts: the listeners taken over from a running process instead
  *   of bound (--takeover), which is told to finish once this one serves;
  *   handover.ts: this one's listeners handed out (--expose-listeners) and
@@ -41,6 +46,10 @@ import { takeListenFds } from './inherited-fds';
 import { Takeover, type TakeoverOptions, type TakeoverInfo } from './takeover';
 import { Handover } from './handover';
 import type { Credentials } from '../socket/frame';
+import { resolveWorkerIdentity, identityLabel, type ResolvedIdentity } from './privileges';
+import { workerPreloadArgs } from './drop-privileges';
+import { GenerationCredentials } from './tls-credentials';
+import { SystemdService } from './systemd-service';
 import { AcceptLoop } from './accept-loop';
 import { Dispatcher } from './dispatcher';
 import { Supervisor, type WorkerRec } from './supervisor';
@@ -65,6 +74,11 @@ export interface PrimaryOptions {
   app?: string;
   cert?: string;
   key?: string;
+  /** The workers' user (a name or uid) and group (default: the user's
+   * primary group). A root primary without one runs them as `nobody`;
+   * `'root'` keeps root. */
+  user?: string;
+  group?: string;
   /** How long workers may take to finish in-flight work on shutdown/reload (ms, default 10 s). */
   shutdownTimeout?: number;
   /** How long a worker may take to become ready (ms, default 10 s). */
@@ -92,7 +106,10 @@ export interface PrimaryOptions {
   upgradeCommand?: (takeoverPath: string) => string[];
 }
 
-type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions;
+type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions & {
+  identity: ResolvedIdentity;
+  credentials: GenerationCredentials;
+};
 
 export class Primary extends EventEmitter {
   /** The listening sockets, with their bound addresses. */
@@ -105,6 +122,8 @@ export class Primary extends EventEmitter {
   readonly #accept: AcceptLoop;
   readonly #rate: RateMeter;
   readonly #reloads = new Coalescer(() => this.#reloadNow());
+  /** Under a service manager (NOTIFY_SOCKET), what it is told. */
+  readonly #service: SystemdService | null;
   /** The newest generation number given out (the serving one is the supervisor's). */
   #newest = 1;
   #stopping = false;
@@ -113,6 +132,9 @@ export class Primary extends EventEmitter {
   readonly #handover: Handover;
   /** The takeover this primary started with. */
   #takeover: TakeoverInfo | null = null;
+  /** A successor took over: this one stops without telling the service
+   * manager it stops (the service goes on, in the successor). */
+  #succeeded = false;
   /** What a successor binds, released before it serves alone. */
   readonly #releases: ((successor: Credentials) => Promise<void>)[] = [];
 
@@ -134,12 +156,12 @@ export class Primary extends EventEmitter {
       readyTimeout: opts.readyTimeout,
       shutdownTimeout: opts.shutdownTimeout,
       workerScript: opts.workerScript,
-      workerExecArgv: opts.workerExecArgv,
+      workerExecArgv: [...workerPreloadArgs(), ...(opts.workerExecArgv ?? [])],
+      credentials: (generation) => opts.credentials.message(generation),
       config: {
         primaryPid: process.pid,
         listeners: listeners.map(publicInfo),
-        cert: opts.cert && path.resolve(opts.cert),
-        key: opts.key && path.resolve(opts.key),
+        identity: opts.identity.identity,
         app: opts.app && path.resolve(opts.app),
         reportLoad: opts.strategy === 'least-connections',
         handshakeTimeout: opts.handshakeTimeout,
@@ -158,14 +180,20 @@ export class Primary extends EventEmitter {
     }, this.#log);
     this.#accept = new AcceptLoop(listeners, (fds, n, l) => this.#dispatcher.accepted(fds, n, l.index), this.#log);
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
+    // Before any worker is spawned: they must not inherit NOTIFY_SOCKET.
+    this.#service = SystemdService.fromEnv(this, opts.workers, this.#log);
     this.#handover = new Handover({
       listeners,
       log: this.#log,
       stopping: () => this.#stopping,
       upgradeTimeout: opts.readyTimeout + 20_000,
       upgradeCommand: opts.upgradeCommand,
-      upgradeEnv: () => ({ ...process.env }),
+      // The successor talks to the service manager in its turn.
+      upgradeEnv: () => ({ ...process.env, ...this.#service?.successorEnv() }),
       release: async (successor) => {
+        this.#succeeded = true;
+        // The manager follows the successor before this one exits.
+        await this.#service?.mainPid(successor.pid);
         for (const fn of this.#releases) await fn(successor);
       },
       finish: (successor) => {
@@ -193,6 +221,11 @@ export class Primary extends EventEmitter {
     if (options.listeners.some((l) => l.tls) && (!options.cert || !options.key)) {
       throw new ServeConfigError('FDPASS_ERR_NO_CERT', 'a tls listener needs --cert and --key');
     }
+    // Nothing is opened for a user that cannot be, or a certificate that
+    // cannot be read.
+    const identity = resolveWorkerIdentity(options.user, options.group);
+    const credentials = new GenerationCredentials(options.cert && path.resolve(options.cert), options.key && path.resolve(options.key));
+    credentials.load(1);
     const inherited = takeListenFds();
     const takeover = options.takeover ? await Takeover.fetch(options.takeover, options.listeners) : null;
     let listeners: Listener[];
@@ -203,17 +236,27 @@ export class Primary extends EventEmitter {
       throw err;
     }
     const p = new Primary(listeners, {
-      ...options, workers, strategy,
+      ...options, workers, strategy, identity, credentials,
       shutdownTimeout: options.shutdownTimeout ?? 10_000,
       readyTimeout: options.readyTimeout ?? 10_000,
     });
     try {
-      p.#log('start', { pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo) });
+      p.#log('start', {
+        pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo),
+        inherited: listeners.filter((l) => l.inherited).map((l) => l.address), user: identityLabel(identity.identity),
+      });
+      if (identity.defaulted) {
+        p.#log('worker-user', { user: identityLabel(identity.identity), why: 'the primary runs as root and no user was given (--user root keeps root)' });
+      }
       takeover?.adopted(listeners, p.#log);
+      p.#service?.storeListeners(listeners, inherited);
       p.#spares.take();
       await p.#supervisor.startGeneration(p.#newest);
       p.#supervisor.promote(p.#newest);
       p.#started = true;
+      // Taking over, READY (and MAINPID) go out once the old process has
+      // made this one the main pid.
+      if (!takeover) p.#service?.ready();
     } catch (err) {
       // The old process serves on: it sees the takeover connection close.
       takeover?.abandon();
@@ -224,6 +267,7 @@ export class Primary extends EventEmitter {
     if (takeover) {
       await takeover.finishOld(p.#log);
       p.#takeover = takeover.info;
+      p.#service?.ready();
     }
     if (options.exposeListeners) {
       try {
@@ -283,7 +327,10 @@ export class Primary extends EventEmitter {
   reload(): Promise<void> {
     if (this.#stopping) return Promise.resolve();
     if (this.#reloads.next === 'queue') this.#log('reload-queued', { serving: this.#supervisor.serving });
-    return this.#reloads.run();
+    this.#service?.reloading();
+    const done = this.#reloads.run();
+    done.then(() => this.#service?.reloaded(), (err: unknown) => this.#service?.reloaded(err));
+    return done;
   }
 
   async #reloadNow(): Promise<void> {
@@ -296,10 +343,14 @@ export class Primary extends EventEmitter {
     this.#log('reload', { generation, serving: this.#supervisor.serving });
     let old: WorkerRec[];
     try {
+      // The certificate and key are read again: a reload picks up new ones.
+      this.#opts.credentials.load(generation);
       await this.#supervisor.startGeneration(generation);
       old = this.#supervisor.promote(generation);
+      this.#opts.credentials.keepOnly(generation);
     } catch (err) {
       this.#supervisor.abandon(generation);
+      this.#opts.credentials.keepOnly(this.#supervisor.serving);
       this.#log('reload-failed', { generation, serving: this.#supervisor.serving, error: (err as Error).message });
       throw err;
     }
@@ -321,6 +372,7 @@ export class Primary extends EventEmitter {
     }
     this.#stopping = true;
     this.#log('shutdown', { workers: this.#supervisor.workers.size, shared: this.sockets.filter((l) => l.shared).map((l) => l.address) });
+    if (!this.#succeeded) this.#service?.stopping();
     // Before any listener closes: its sends borrow the listener fds.
     await this.#handover.close();
     this.#updateAccepting();
@@ -335,6 +387,7 @@ export class Primary extends EventEmitter {
     this.#dispatcher.close();
     this.#spares.release();
     this.#rate.stop();
+    await this.#service?.close();
     this.#log('stopped', { handed: this.#dispatcher.handed });
   }
 
