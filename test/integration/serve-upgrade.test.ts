@@ -14,7 +14,8 @@ import { trackFds } from '../helpers/scope';
 import { tmpDir } from '../helpers/files';
 import { openFds, treeFds, treeLeaks } from '../helpers/fds';
 import { APPS, DEV_CERT, DEV_KEY } from '../helpers/paths';
-import { runCli } from '../helpers/process';
+import { runCli, childEnv } from '../helpers/process';
+import { NotifyReceiver } from '../helpers/notify';
 import { startServe, type Status } from '../helpers/serve';
 import { request } from '../helpers/http';
 import { ConnectionLoad } from '../helpers/load';
@@ -43,6 +44,19 @@ function heldListeners(pid: number, ports: number[]): string[] {
   });
 }
 
+/** SIGKILL to each of `pids` and its children (left alive by a failed test). */
+function killTrees(pids: readonly number[]): void {
+  for (const pid of pids) {
+    for (const p of [...childrenOf(pid), pid]) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+}
+
 /** Idle: nothing in flight or waiting, no live connection, the workers ready. */
 function idle(st: Status): boolean {
   return st.primary.inflight === 0 && st.primary.waiting === 0 && st.workers.length > 0 &&
@@ -58,17 +72,7 @@ test(`fdpass upgrade ${UPGRADES} times in a row under HTTP and TLS load: 0 refus
   const primaries = [s.pid];
   // Every generation is killed (with its workers) if the test fails: the
   // later ones are not this process's children.
-  scope.defer(() => {
-    for (const pid of primaries) {
-      for (const p of [...childrenOf(pid), pid]) {
-        try {
-          process.kill(p, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    }
-  });
+  scope.defer(() => killTrees(primaries));
   const http = s.listener('http');
   const https = s.listener('https');
   const ports = [http.port!, https.port!];
@@ -129,6 +133,36 @@ test(`fdpass upgrade ${UPGRADES} times in a row under HTTP and TLS load: 0 refus
   process.kill(last, 'SIGTERM');
   // The first generation's exit status: 0 (taken over); the pipes close
   // once the last generation (which inherited them) has exited too.
+  const end = await s.waitExit(15_000);
+  assert.equal(end.code, 0, end.stderr);
+});
+
+test('fdpass upgrade under a service manager: the old primary says MAINPID=<new> before it exits (and no STOPPING=1); the new one says READY=1 with its MAINPID', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const control = path.join(dir, 'control.sock');
+  const notify = await NotifyReceiver.bind(path.join(dir, 'notify.sock'), scope);
+  const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '1', '--control', control],
+    { owner: scope, env: childEnv({ NOTIFY_SOCKET: notify.env }) });
+  const primaries = [s.pid];
+  scope.defer(() => killTrees(primaries));
+  await notify.waitFor((n) => n.fields.READY === '1' && n.pid === s.pid, 'READY=1 from the first primary');
+
+  // SIGUSR2 does what `fdpass upgrade` does.
+  s.signal('SIGUSR2');
+  const done = await s.waitEvent((e) => e.event === 'upgrade-done');
+  const pid = Number(done.pid);
+  primaries.push(pid);
+  const moved = await notify.waitFor((n) => n.fields.MAINPID === String(pid) && n.pid === s.pid, 'MAINPID=<new> from the old primary');
+  const ready = await notify.waitFor((n) => n.fields.READY === '1' && n.pid === pid, 'READY=1 from the new primary');
+  assert.equal(ready.fields.MAINPID, String(pid));
+  assert.ok(notify.messages.indexOf(moved) < notify.messages.indexOf(ready), 'the manager follows the new primary before it says READY=1');
+  await waitFor(() => !alive(s.pid), { timeout: 10_000, what: 'the old primary gone' });
+  assert.deepEqual(notify.with('STOPPING').map((n) => n.pid), [], 'the old primary did not say STOPPING=1');
+  await request(s.listener('http'));
+
+  process.kill(pid, 'SIGTERM');
+  await notify.waitFor((n) => n.fields.STOPPING === '1' && n.pid === pid, 'STOPPING=1 from the new primary');
   const end = await s.waitExit(15_000);
   assert.equal(end.code, 0, end.stderr);
 });
