@@ -68,9 +68,17 @@ export class Handover implements ExposeTarget {
     return this.#host.log;
   }
 
-  /** Listens on `path` for `_getsocks` (--expose-listeners). */
-  async expose(path: string): Promise<void> {
-    this.#exposed = await ExposeServer.listen(path, this, this.#serverOptions());
+  /** Listens on `path` for `_getsocks` (--expose-listeners). After a
+   * takeover (`afterTakeover`) a failure is logged, not thrown: the old
+   * process is gone, and serving on beats stopping over a socket nobody
+   * may need. */
+  async expose(path: string, afterTakeover = false): Promise<void> {
+    try {
+      this.#exposed = await ExposeServer.listen(path, this, this.#serverOptions());
+    } catch (err) {
+      if (!afterTakeover) throw err;
+      this.#host.log('expose-failed', { path: displayAddress(path), error: (err as Error).message });
+    }
   }
 
   /** Where --expose-listeners listens (null without it). */

@@ -41,9 +41,9 @@ import * as path from 'node:path';
 import * as os from 'node:os';
 import { ServeConfigError } from '../errors';
 import { fdsFreed } from '../socket/acceptor';
-import { openListeners, closeListeners, publicInfo, type Listener, type ListenerSpec } from './listeners';
+import { closeListeners, publicInfo, type Listener, type ListenerSpec } from './listeners';
 import { takeListenFds } from './inherited-fds';
-import { Takeover, type TakeoverOptions, type TakeoverInfo } from './takeover';
+import { openTakingOver, type TakeoverOptions, type TakeoverInfo } from './takeover';
 import { Handover } from './handover';
 import type { Credentials } from '../socket/frame';
 import { resolveWorkerIdentity, identityLabel, type ResolvedIdentity } from './privileges';
@@ -92,17 +92,13 @@ export interface PrimaryOptions {
   /** Extra arguments for the worker's node (execArgv). */
   workerExecArgv?: string[];
   backlog?: number;
-  /** Take the listeners over from the process that exposes them at this
-   * path (an fdpass primary's --expose-listeners, HAProxy's `expose-fd
-   * listeners` stats socket) instead of binding them; it is told to finish
-   * once this primary's workers are ready (takeover.ts). */
+  /** Take the listeners over from the process exposing them at this path
+   * (fdpass's --expose-listeners, HAProxy's `expose-fd listeners`) instead
+   * of binding them; it is told to finish once the workers are ready. */
   takeover?: TakeoverOptions;
-  /** Answer `_getsocks` on this stream socket (mode 0600, this uid only)
-   * with the listeners, for `haproxy -x PATH` and `fdpass serve --takeover
-   * PATH` (handover.ts). */
+  /** Answer `_getsocks` here (0600, this uid): `haproxy -x`, `--takeover`. */
   exposeListeners?: string;
-  /** upgrade(): the new primary's command line (argv[0] the executable),
-   * given the path it takes over from. */
+  /** upgrade(): the new primary's argv, given the path it takes over from. */
   upgradeCommand?: (takeoverPath: string) => string[];
 }
 
@@ -227,14 +223,7 @@ export class Primary extends EventEmitter {
     const credentials = new GenerationCredentials(options.cert && path.resolve(options.cert), options.key && path.resolve(options.key));
     credentials.load(1);
     const inherited = takeListenFds();
-    const takeover = options.takeover ? await Takeover.fetch(options.takeover, options.listeners) : null;
-    let listeners: Listener[];
-    try {
-      listeners = await openListeners(options.listeners, options.backlog, [...inherited, ...(takeover?.fds ?? [])]);
-    } catch (err) {
-      takeover?.abandon();
-      throw err;
-    }
+    const { listeners, takeover } = await openTakingOver(options.listeners, options.backlog, inherited, options.takeover);
     const p = new Primary(listeners, {
       ...options, workers, strategy, identity, credentials,
       shutdownTimeout: options.shutdownTimeout ?? 10_000,
@@ -270,17 +259,10 @@ export class Primary extends EventEmitter {
       p.#service?.ready();
     }
     if (options.exposeListeners) {
-      try {
-        await p.#handover.expose(options.exposeListeners);
-      } catch (err) {
-        // After a takeover the old process is gone: serving on beats
-        // stopping over a socket nobody may need.
-        if (!takeover) {
-          await p.shutdown();
-          throw err;
-        }
-        p.#log('expose-failed', { path: options.exposeListeners, error: (err as Error).message });
-      }
+      await p.#handover.expose(options.exposeListeners, takeover !== null).catch(async (err: unknown) => {
+        await p.shutdown();
+        throw err;
+      });
     }
     return p;
   }

@@ -31,7 +31,7 @@ import { native } from '../native';
 import { displayAddress } from '../socket/address';
 import { describe, type InheritedFd } from './inherited-fds';
 import { matchListeners } from './listener-match';
-import { matchSpec, type Listener, type ListenerSpec } from './listeners';
+import { matchSpec, openListeners, type Listener, type ListenerSpec } from './listeners';
 import { fetchListeners, type TakeoverLink, type FinishOutcome } from './getsocks-client';
 import type { Log } from './log';
 
@@ -172,4 +172,22 @@ function shownAddress(f: InheritedFd): string {
   if (f.family === 'inet6') return `[${f.host}]:${f.port}`;
   if (f.family === 'unix') return Buffer.from(f.unixAddress ?? []).toString('latin1').replace(/\0/g, '@');
   return `fd ${f.fd}`;
+}
+
+/**
+ * Opens every listener of `specs`: those the process at `options.path`
+ * exposes and a spec matches are taken over (when `options` is given), the
+ * `inherited` ones that match are adopted, the rest bound. On failure
+ * nothing is left open and the takeover connection is closed (the old
+ * process serves on).
+ */
+export async function openTakingOver(specs: ListenerSpec[], backlog: number | undefined, inherited: InheritedFd[],
+  options: TakeoverOptions | undefined): Promise<{ listeners: Listener[]; takeover: Takeover | null }> {
+  const takeover = options ? await Takeover.fetch(options, specs) : null;
+  try {
+    return { listeners: await openListeners(specs, backlog, [...inherited, ...(takeover?.fds ?? [])]), takeover };
+  } catch (err) {
+    takeover?.abandon();
+    throw err;
+  }
 }
