@@ -60,7 +60,9 @@ export async function fetchListeners(path: string, options: FetchOptions = {}): 
     if (peer.uid !== me && peer.uid !== 0) {
       throw new TakeoverError('peer', `${where}: the socket is served by uid ${peer.uid} (pid ${peer.pid}), not ${me} or root: refusing its listeners`);
     }
-    await sock.send(GETSOCKS_REQUEST);
+    await sock.send(GETSOCKS_REQUEST).catch((err: Error) => {
+      throw new TakeoverError('closed', `${where}: ${err.message} (sending _getsocks)`, { cause: err });
+    });
     const dec = new GetsocksDecoder();
     while (!dec.done) {
       const m = await nextRead(sock, deadline, dec, where, timeout);

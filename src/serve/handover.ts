@@ -98,27 +98,28 @@ export class Handover implements ExposeTarget {
     const host = this.#host;
     if (host.stopping() || this.#finishing) throw new UpgradeError('the primary is stopping');
     if (!host.upgradeCommand) throw new UpgradeError('no command line to start a new primary with (Primary.start: upgradeCommand)');
-    let server = this.#exposed;
-    if (!server) {
-      const name = `\0fdpass-takeover-${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
-      server = this.#private = await ExposeServer.listen(name, this, this.#serverOptions());
-    }
-    const argv = host.upgradeCommand(displayAddress(server.address));
-    const run = this.#run = new UpgradeRun(argv, host.upgradeEnv(), host.upgradeTimeout);
-    host.log('upgrade', { pid: run.pid ?? null, command: argv });
-    void run.exited.then(() => {
-      if (run.state === 'taken' || run.pid === undefined) return;
-      // It died with its copies of the listeners: if nobody else took
-      // them, they are this primary's alone again.
-      this.#holders.delete(run.pid);
-      if (this.#holders.size === 0 && !this.#finishing) for (const l of host.listeners) l.shared = false;
-    });
+    let run: UpgradeRun | null = null;
     try {
-      const pid = await run.done;
+      let server = this.#exposed;
+      if (!server) {
+        const name = `\0fdpass-takeover-${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
+        server = this.#private = await ExposeServer.listen(name, this, this.#serverOptions());
+      }
+      const argv = host.upgradeCommand(displayAddress(server.address));
+      const started = run = this.#run = new UpgradeRun(argv, host.upgradeEnv(), host.upgradeTimeout);
+      host.log('upgrade', { pid: started.pid ?? null, command: argv });
+      void started.exited.then(() => {
+        if (started.state === 'taken' || started.pid === undefined) return;
+        // It died with its copies of the listeners: if nobody else took
+        // them, they are this primary's alone again.
+        this.#holders.delete(started.pid);
+        if (this.#holders.size === 0 && !this.#finishing) for (const l of host.listeners) l.shared = false;
+      });
+      const pid = await started.done;
       host.log('upgrade-done', { pid });
       return pid;
     } catch (err) {
-      host.log('upgrade-failed', { pid: run.pid ?? null, error: (err as Error).message });
+      host.log('upgrade-failed', { pid: run?.pid ?? null, error: (err as Error).message });
       await this.#private?.close();
       this.#private = null;
       throw err;

@@ -355,12 +355,12 @@ export class Primary extends EventEmitter {
     this.#stopping = true;
     this.#log('shutdown', { workers: this.#supervisor.workers.size, shared: this.sockets.filter((l) => l.shared).map((l) => l.address) });
     if (!this.#succeeded) this.#service?.stopping();
-    // Before any listener closes: its sends borrow the listener fds.
-    await this.#handover.close();
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
     this.#dispatcher.stop();
     this.#spares.release();
+    // Before any listener closes: its sends borrow the listener fds.
+    await this.#handover.close();
     await this.#accept.drain(Date.now() + this.#opts.shutdownTimeout, () => this.#inflight());
     this.#accept.close();
     closeListeners(this.sockets);

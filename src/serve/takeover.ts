@@ -139,6 +139,8 @@ export class Takeover {
     if (this.#signal) {
       this.#link.close();
       try {
+        // Never init, nor this process (a PATH of its own).
+        if (pid <= 1 || pid === process.pid) throw new Error(`pid ${pid}`);
         process.kill(pid, this.#signal);
         outcome = 'signalled';
       } catch {
@@ -154,7 +156,7 @@ export class Takeover {
     } else {
       log('takeover-finish-failed', {
         from: pid, outcome,
-        error: outcome === 'gone' ? `pid ${pid} is gone` : this.#signal ? '' :
+        error: outcome === 'gone' ? `could not send ${this.#signal} to pid ${pid} (gone, or init, or this process)` :
           `pid ${pid} did not answer the finish request (${outcome}): it is not an fdpass primary, or it is gone; ` +
           'tell it to stop yourself, or use --takeover-signal',
       });
