@@ -56,6 +56,8 @@ export class Handover implements ExposeTarget {
   /** The private socket of the upgrade under way. */
   #private: ExposeServer | null = null;
   #run: UpgradeRun | null = null;
+  /** The upgrade under way (from its first step: one at a time). */
+  #upgrading: Promise<number> | null = null;
   /** pids that were handed the listeners and may hold them still. */
   readonly #holders = new Set<number>();
   #finishing = false;
@@ -90,8 +92,9 @@ export class Handover implements ExposeTarget {
    * pid once it did (this primary is then finishing), rejects with an
    * UpgradeError if it could not (this one serves on). */
   upgrade(): Promise<number> {
-    if (this.#run?.state === 'running') return this.#run.done;
-    return this.#upgrade();
+    return this.#upgrading ??= this.#upgrade().finally(() => {
+      this.#upgrading = null;
+    });
   }
 
   async #upgrade(): Promise<number> {

@@ -137,7 +137,7 @@ test(`fdpass upgrade ${UPGRADES} times in a row under HTTP and TLS load: 0 refus
   assert.equal(end.code, 0, end.stderr);
 });
 
-test('fdpass upgrade under a service manager: the old primary says MAINPID=<new> before it exits (and no STOPPING=1); the new one says READY=1 with its MAINPID', async (t) => {
+test('fdpass upgrade (SIGUSR2, twice) under a service manager: the old primary says MAINPID=<new> before it exits (and no STOPPING=1); the new one says READY=1 with its MAINPID', async (t) => {
   const scope = await trackFds(t);
   const dir = tmpDir(scope);
   const control = path.join(dir, 'control.sock');
@@ -148,9 +148,12 @@ test('fdpass upgrade under a service manager: the old primary says MAINPID=<new>
   scope.defer(() => killTrees(primaries));
   await notify.waitFor((n) => n.fields.READY === '1' && n.pid === s.pid, 'READY=1 from the first primary');
 
-  // SIGUSR2 does what `fdpass upgrade` does.
+  // SIGUSR2 does what `fdpass upgrade` does; a second one during the
+  // upgrade joins it.
+  s.signal('SIGUSR2');
   s.signal('SIGUSR2');
   const done = await s.waitEvent((e) => e.event === 'upgrade-done');
+  assert.equal(s.events('upgrade').length, 1, 'one upgrade for two signals');
   const pid = Number(done.pid);
   primaries.push(pid);
   const moved = await notify.waitFor((n) => n.fields.MAINPID === String(pid) && n.pid === s.pid, 'MAINPID=<new> from the old primary');
