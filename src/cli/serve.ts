@@ -97,7 +97,10 @@ export async function serve(args: string[]): Promise<void> {
   process.on('SIGHUP', () => {
     primary.reload().catch(() => {}); // logged by the primary
   });
-  for (const l of primary.sockets) process.stderr.write(`fdpass: ${l.name} on ${l.address}${l.tls ? ' (tls)' : ''}\n`);
+  for (const l of primary.sockets) {
+    const opts = [l.tls && 'tls', l.proxy && 'proxy'].filter(Boolean).join(', ');
+    process.stderr.write(`fdpass: ${l.name} on ${l.address}${opts ? ` (${opts})` : ''}\n`);
+  }
   process.stderr.write(`fdpass: ${workers} workers, ${strategy}; control socket ${controlPath}; pid ${process.pid}\n`);
 }
 

@@ -2,7 +2,8 @@
  * The primary of `fdpass serve`: it alone holds the listening sockets,
  * accepts every connection and hands its fd to a worker process over a
  * SOCK_SEQPACKET socketpair (the worker's fd 3). It never reads a byte of a
- * connection.
+ * connection (on a `proxy` listener under the hash strategy it peeks at the
+ * PROXY header, leaving it queued for the worker: proxy-peek.ts).
  *
  * This file is the orchestration: start, reload, shutdown, generations, and
  * the wiring between the parts, each of which does one job:
@@ -41,6 +42,7 @@ import { buildStatus, RateMeter, type Status } from './status';
 import { STRATEGIES, type Strategy } from './strategies';
 import { makeLog, type Log, type LogEvent } from './log';
 import { Coalescer } from './coalescer';
+import { ProxyPeek } from './proxy-peek';
 
 export { STRATEGIES, type Strategy } from './strategies';
 export type { LogEvent } from './log';
@@ -84,6 +86,8 @@ export class Primary extends EventEmitter {
   readonly #accept: AcceptLoop;
   readonly #rate: RateMeter;
   readonly #reloads = new Coalescer(() => this.#reloadNow());
+  /** The hash strategy's keys on `proxy` listeners (null: none such). */
+  readonly #peek: ProxyPeek | null;
   /** The newest generation number given out (the serving one is the supervisor's). */
   #newest = 1;
   #stopping = false;
@@ -130,7 +134,14 @@ export class Primary extends EventEmitter {
       },
       exited: (w) => this.emit('worker-exit', w),
     }, this.#log);
-    this.#accept = new AcceptLoop(listeners, (fds, n, l) => this.#dispatcher.accepted(fds, n, l.index), this.#log);
+    const peek = opts.strategy === 'hash' && listeners.some((l) => l.proxy)
+      ? new ProxyPeek((fds, n, listener, keys) => this.#dispatcher.accepted(fds, n, listener, keys))
+      : null;
+    this.#peek = peek;
+    this.#accept = new AcceptLoop(listeners, (fds, n, l) => {
+      if (peek && l.proxy) peek.take(fds, n, l.index);
+      else this.#dispatcher.accepted(fds, n, l.index);
+    }, this.#log);
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
   }
 
@@ -257,6 +268,7 @@ export class Primary extends EventEmitter {
     this.#dispatcher.stop();
     this.#spares.release();
     await this.#accept.drain(Date.now() + this.#opts.shutdownTimeout, () => this.#inflight());
+    this.#peek?.close();
     this.#accept.close();
     closeListeners(this.sockets);
     this.#supervisor.stopAll();
@@ -264,7 +276,8 @@ export class Primary extends EventEmitter {
     this.#dispatcher.close();
     this.#spares.release();
     this.#rate.stop();
-    this.#log('stopped', { handed: this.#dispatcher.handed });
+    const peek = this.#peek && { proxyParked: this.#peek.parkedTotal, proxyPeerKeys: this.#peek.fallbacks };
+    this.#log('stopped', { handed: this.#dispatcher.handed, ...peek });
   }
 
   #inflight(): number {
