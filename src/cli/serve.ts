@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { parseArgs } from 'node:util';
 import { Primary, STRATEGIES, type Strategy } from '../serve/primary';
-import { parseListen } from '../serve/listeners';
+import { parseListen, optionsShown } from '../serve/listeners';
 import { validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from '../serve/handshake-deadline';
 import { startControl, defaultControlPath } from '../serve/control';
 import { UsageError } from './args';
@@ -97,10 +97,7 @@ export async function serve(args: string[]): Promise<void> {
   process.on('SIGHUP', () => {
     primary.reload().catch(() => {}); // logged by the primary
   });
-  for (const l of primary.sockets) {
-    const opts = [l.tls && 'tls', l.proxy && 'proxy'].filter(Boolean).join(', ');
-    process.stderr.write(`fdpass: ${l.name} on ${l.address}${opts ? ` (${opts})` : ''}\n`);
-  }
+  for (const l of primary.sockets) process.stderr.write(`fdpass: ${l.name} on ${l.address}${optionsShown(l)}\n`);
   process.stderr.write(`fdpass: ${workers} workers, ${strategy}; control socket ${controlPath}; pid ${process.pid}\n`);
 }
 

@@ -215,6 +215,12 @@ export function closeListeners(listeners: Listener[]): void {
   }
 }
 
+/** A listener's options as the CLI shows them after its address: ' (tls, proxy)', ' (tls)', ''. */
+export function optionsShown(l: ListenerInfo): string {
+  const opts = [l.tls && 'tls', l.proxy && 'proxy'].filter(Boolean).join(', ');
+  return opts ? ` (${opts})` : '';
+}
+
 export function publicInfo(l: Listener): ListenerInfo {
   return { index: l.index, name: l.name, tls: l.tls, proxy: l.proxy, kind: l.kind, address: l.address, port: l.port };
 }

@@ -28,6 +28,7 @@ import { startServe, runServe, type ServeListener, type ServeProcess } from '../
 import { request, HttpConnection, type Reply } from '../helpers/http';
 import { sleep } from '../helpers/wait';
 import { proxyV1, proxyV2 } from '../helpers/proxy';
+import { runCli } from '../helpers/process';
 
 const TIMEOUT = 300;
 /** Log lines of one event come at most once a second (log.ts). */
@@ -53,6 +54,9 @@ test('hash strategy on proxy listeners: the header\'s client picks the worker, w
     '--workers', '3', '--strategy', 'hash', '--control', path.join(dir, 'control.sock')], { owner: scope });
   const tcp = s.listener('http');
   const unix = s.listener('lb');
+  assert.ok(tcp.proxy && unix.proxy, 'the start-up lines say (proxy)');
+  const st = await runCli(['status', '--control', s.control]);
+  assert.equal(st.stdout.split('\n')[2], `listeners: http ${tcp.address} (proxy), lb ${unix.address} (proxy)`);
   await viaHeader(tcp, proxyV1('192.0.2.250', '192.0.2.1', 1, 80));
   await viaHeader(unix, proxyV1('192.0.2.250', '192.0.2.1', 1, 80), 30);
   const tree = await s.idleFds();
