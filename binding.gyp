@@ -9,6 +9,7 @@
         "native/cmsg.c",
         "native/msgio.c",
         "native/inet.c",
+        "native/creds.c",
         "native/poll.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

@@ -30,6 +30,13 @@ export function errnoError(errno: number, syscall: string, path?: string): Errno
   return err;
 }
 
+/** An fs error as a Node-style system error saying what `what` failed on
+ * ("read ENOENT /etc/x.key"); an error without an errno is passed on as it is. */
+export function asSystemError(err: unknown, what: string, file: string): unknown {
+  const errno = (err as NodeJS.ErrnoException).errno;
+  return typeof errno === 'number' && errno < 0 ? errnoError(errno, what, file) : err;
+}
+
 /** Throws for a negative native result; returns non-negative ones. */
 export function check(ret: number, syscall: string, path?: string): number {
   if (ret < 0) throw errnoError(ret, syscall, path);
@@ -239,9 +246,13 @@ export class AddonLoadError extends FdpassError {
  * listener and no --cert/--key), BAD_CERT (a certificate and key that TLS
  * refuses; `cause` says why), NO_SYSTEMD_FDS, BAD_APP (an APP that exports
  * nothing servable), NO_SERVER (a listener the worker has no server for),
- * NOT_A_WORKER (Worker.fromPrimary() in a process the primary did not start). */
+ * NOT_A_WORKER (Worker.fromPrimary() in a process the primary did not start);
+ * for the workers' user (--user USER[:GROUP]): NO_SUCH_USER, NO_SUCH_GROUP,
+ * CANNOT_SWITCH_USER (the primary is not root, so its workers cannot run as
+ * another user). */
 export class ServeConfigError extends FdpassError {
-  constructor(code: 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_BAD_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP' | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER',
+  constructor(code: 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_BAD_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP' | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER'
+    | 'FDPASS_ERR_NO_SUCH_USER' | 'FDPASS_ERR_NO_SUCH_GROUP' | 'FDPASS_ERR_CANNOT_SWITCH_USER',
     message: string, options?: { cause?: unknown }) {
     super(code, message, options);
   }

@@ -16,7 +16,7 @@ const USAGE = `usage:
   fdpass serve [--listen ADDR[:PORT][,tls][,proxy] ...] [--workers N]
                [--strategy round-robin|least-connections|hash] [--cert FILE --key FILE]
                [--control PATH] [--shutdown-timeout MS] [--ready-timeout MS]
-               [--handshake-timeout MS] [APP]
+               [--handshake-timeout MS] [--user USER[:GROUP]] [APP]
   fdpass status [--control PATH] [--json]
   fdpass demo                 a live run of the seed fd-passing scenarios
   fdpass --help | --version

@@ -5,18 +5,19 @@
  * workers as CPUs. SIGTERM/SIGINT shut down gracefully, SIGHUP reloads,
  * whether they are sent to the primary alone or to its whole process group
  * (systemd, Ctrl-C, `timeout`): the workers leave them to the primary.
+ * `--user USER[:GROUP]` is who the workers run as (privileges.ts); under
+ * systemd the primary speaks sd_notify (systemd-service.ts).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as tls from 'node:tls';
 import { parseArgs } from 'node:util';
 import { Primary, STRATEGIES, type Strategy } from '../serve/primary';
 import { parseListen, optionsShown } from '../serve/listeners';
 import { validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from '../serve/handshake-deadline';
 import { startControl, defaultControlPath } from '../serve/control';
 import { UsageError } from './args';
-import { errnoError, ServeConfigError } from '../errors';
+import { asSystemError } from '../errors';
 import { prepareControlDir } from '../serve/control-path';
 
 const DEV_CERT = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.crt');
@@ -34,6 +35,7 @@ export async function serve(args: string[]): Promise<void> {
       'shutdown-timeout': { type: 'string', default: '10000' },
       'ready-timeout': { type: 'string', default: '10000' },
       'handshake-timeout': { type: 'string', default: String(HANDSHAKE_TIMEOUT_MS) },
+      user: { type: 'string' },
     },
   });
   if (positionals.length > 1) throw new UsageError(`one APP at most, got ${positionals.join(' ')}`);
@@ -66,13 +68,15 @@ export async function serve(args: string[]): Promise<void> {
     key = DEV_KEY;
     process.stderr.write('fdpass: using the shipped DEVELOPMENT certificate (certs/dev-localhost.crt): not for production\n');
   }
-  if (cert && key) checkCertificate(cert, key);
+  const [user, group] = splitUser(values.user);
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
   // An untrusted default control directory is refused before anything starts.
   prepareControlDir(values.control ?? defaultControlPath());
 
-  const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout, readyTimeout, handshakeTimeout });
+  // The certificate and key are read (and checked) by Primary.start, as are
+  // the user and group: an error there starts nothing.
+  const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, user, group, shutdownTimeout, readyTimeout, handshakeTimeout });
   const controlPath = values.control ?? defaultControlPath();
   let control;
   try {
@@ -107,31 +111,15 @@ function mustExist(app: string): void {
   try {
     fs.statSync(app);
   } catch (err) {
-    throw systemError(err, 'APP', app);
+    throw asSystemError(err, 'APP', app);
   }
 }
 
-/** An unreadable or invalid certificate is a start-up error, not a worker's:
- * "fdpass: read PATH: ENOENT", or FDPASS_ERR_BAD_CERT with TLS's reason. */
-function checkCertificate(cert: string, key: string): void {
-  let c: Buffer;
-  let k: Buffer;
-  try {
-    c = fs.readFileSync(cert);
-    k = fs.readFileSync(key);
-  } catch (err) {
-    throw systemError(err, 'read', (err as NodeJS.ErrnoException).path ?? cert);
-  }
-  try {
-    tls.createSecureContext({ cert: c, key: k });
-  } catch (err) {
-    throw new ServeConfigError('FDPASS_ERR_BAD_CERT', `--cert ${cert} --key ${key}: invalid (${(err as Error).message})`, { cause: err });
-  }
-}
-
-/** fs's error as a Node-style system error saying what `what` failed on; an
- * error without an errno is passed on as it is. */
-function systemError(err: unknown, what: string, file: string): unknown {
-  const errno = (err as NodeJS.ErrnoException).errno;
-  return typeof errno === 'number' && errno < 0 ? errnoError(errno, what, file) : err;
+/** `--user USER[:GROUP]` as [user, group]. */
+function splitUser(spec: string | undefined): [string | undefined, string | undefined] {
+  if (spec === undefined) return [undefined, undefined];
+  const i = spec.indexOf(':');
+  const [user, group] = i < 0 ? [spec, undefined] : [spec.slice(0, i), spec.slice(i + 1)];
+  if (!user || group === '') throw new UsageError(`--user must be USER or USER:GROUP, not '${spec}'`);
+  return [user, group];
 }

@@ -15,7 +15,7 @@ import { native } from '../native';
 import { errnoError } from '../errors';
 import { EAGAIN } from '../errno';
 import { Acceptor } from '../socket/acceptor';
-import type { Listener } from './listeners';
+import { outlivesUs, type Listener } from './listeners';
 import { Throttled, type Log } from './log';
 
 /** On shutdown, how long TCP handshakes already under way (an RTT) get to
@@ -65,15 +65,15 @@ export class AcceptLoop {
    * ones (a socket filter drops bare SYNs: those clients retry in a second
    * and find the port closed); handshakes already under way get
    * HANDSHAKE_GRACE_MS, then the backlog is drained once more. (Inherited
-   * listeners get no filter: systemd keeps them after we exit, with their
-   * backlog.) Out of fds, it waits for the workers to acknowledge what they
+   * listeners, and those in systemd's fd store, get no filter: systemd keeps
+   * them after we exit, with their backlog, for the next run.) Out of fds, it waits for the workers to acknowledge what they
    * were handed (`pending()` of those left), up to `deadline`.
    */
   async drain(deadline: number, pending: () => number): Promise<void> {
     this.setWanted(false);
     let filtered = false;
     for (const l of this.#listeners) {
-      if (l.fd >= 0 && l.kind === 'tcp' && !l.inherited && native.dropSyns(l.fd) === 0) filtered = true;
+      if (l.fd >= 0 && l.kind === 'tcp' && !outlivesUs(l) && native.dropSyns(l.fd) === 0) filtered = true;
     }
     await this.#drainOnce(deadline, pending);
     if (!filtered) return;

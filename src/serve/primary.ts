@@ -17,7 +17,12 @@
  * - supervisor.ts: the worker processes (spawn, readiness, respawn with
  *   back-off, crash loops, drain, kill);
  * - spare-fds.ts: a few fds kept so that a worker can be respawned at
- *   RLIMIT_NOFILE; status.ts: the status document.
+ *   RLIMIT_NOFILE; status.ts: the status document;
+ * - privileges.ts: the workers' user (resolved here, switched to in each
+ *   worker); tls-credentials.ts: the certificate and key, read here and
+ *   handed to each generation's workers as bytes;
+ * - systemd-service.ts: READY/RELOADING/STOPPING/STATUS/WATCHDOG and the fd
+ *   store, under a service manager (NOTIFY_SOCKET).
  *
  * Generations: reload() starts a new generation of workers; the serving
  * one serves (and is respawned) until all of the new one is ready, then
@@ -34,6 +39,11 @@ import * as os from 'node:os';
 import { ServeConfigError } from '../errors';
 import { fdsFreed } from '../socket/acceptor';
 import { openListeners, closeListeners, publicInfo, type Listener, type ListenerSpec } from './listeners';
+import { takeListenFds } from './inherited-fds';
+import { resolveWorkerIdentity, identityLabel, type ResolvedIdentity } from './privileges';
+import { workerPreloadArgs } from './drop-privileges';
+import { GenerationCredentials } from './tls-credentials';
+import { SystemdService } from './systemd-service';
 import { AcceptLoop } from './accept-loop';
 import { Dispatcher } from './dispatcher';
 import { Supervisor, type WorkerRec } from './supervisor';
@@ -58,6 +68,11 @@ export interface PrimaryOptions {
   app?: string;
   cert?: string;
   key?: string;
+  /** The workers' user (a name or uid) and group (default: the user's
+   * primary group). A root primary without one runs them as `nobody`;
+   * `'root'` keeps root. */
+  user?: string;
+  group?: string;
   /** How long workers may take to finish in-flight work on shutdown/reload (ms, default 10 s). */
   shutdownTimeout?: number;
   /** How long a worker may take to become ready (ms, default 10 s). */
@@ -73,7 +88,10 @@ export interface PrimaryOptions {
   backlog?: number;
 }
 
-type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions;
+type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions & {
+  identity: ResolvedIdentity;
+  credentials: GenerationCredentials;
+};
 
 export class Primary extends EventEmitter {
   /** The listening sockets, with their bound addresses. */
@@ -88,6 +106,8 @@ export class Primary extends EventEmitter {
   readonly #reloads = new Coalescer(() => this.#reloadNow());
   /** The hash strategy's keys on `proxy` listeners (null: none such). */
   readonly #peek: ProxyPeek | null;
+  /** Under a service manager (NOTIFY_SOCKET), what it is told. */
+  readonly #service: SystemdService | null;
   /** The newest generation number given out (the serving one is the supervisor's). */
   #newest = 1;
   #stopping = false;
@@ -112,12 +132,12 @@ export class Primary extends EventEmitter {
       readyTimeout: opts.readyTimeout,
       shutdownTimeout: opts.shutdownTimeout,
       workerScript: opts.workerScript,
-      workerExecArgv: opts.workerExecArgv,
+      workerExecArgv: [...workerPreloadArgs(), ...(opts.workerExecArgv ?? [])],
+      credentials: (generation) => opts.credentials.message(generation),
       config: {
         primaryPid: process.pid,
         listeners: listeners.map(publicInfo),
-        cert: opts.cert && path.resolve(opts.cert),
-        key: opts.key && path.resolve(opts.key),
+        identity: opts.identity.identity,
         app: opts.app && path.resolve(opts.app),
         reportLoad: opts.strategy === 'least-connections',
         handshakeTimeout: opts.handshakeTimeout,
@@ -143,6 +163,8 @@ export class Primary extends EventEmitter {
       else this.#dispatcher.accepted(fds, n, l.index);
     }, this.#log);
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
+    // Before any worker is spawned: they must not inherit NOTIFY_SOCKET.
+    this.#service = SystemdService.fromEnv(this, opts.workers, this.#log);
   }
 
   /**
@@ -163,18 +185,32 @@ export class Primary extends EventEmitter {
     if (options.listeners.some((l) => l.tls) && (!options.cert || !options.key)) {
       throw new ServeConfigError('FDPASS_ERR_NO_CERT', 'a tls listener needs --cert and --key');
     }
-    const listeners = await openListeners(options.listeners, options.backlog);
+    // Nothing is opened for a user that cannot be, or a certificate that
+    // cannot be read.
+    const identity = resolveWorkerIdentity(options.user, options.group);
+    const credentials = new GenerationCredentials(options.cert && path.resolve(options.cert), options.key && path.resolve(options.key));
+    credentials.load(1);
+    const inherited = takeListenFds();
+    const listeners = await openListeners(options.listeners, options.backlog, inherited);
     const p = new Primary(listeners, {
-      ...options, workers, strategy,
+      ...options, workers, strategy, identity, credentials,
       shutdownTimeout: options.shutdownTimeout ?? 10_000,
       readyTimeout: options.readyTimeout ?? 10_000,
     });
     try {
-      p.#log('start', { pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo) });
+      p.#log('start', {
+        pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo),
+        inherited: listeners.filter((l) => l.inherited).map((l) => l.address), user: identityLabel(identity.identity),
+      });
+      if (identity.defaulted) {
+        p.#log('worker-user', { user: identityLabel(identity.identity), why: 'the primary runs as root and no user was given (--user root keeps root)' });
+      }
+      p.#service?.storeListeners(listeners, inherited);
       p.#spares.take();
       await p.#supervisor.startGeneration(p.#newest);
       p.#supervisor.promote(p.#newest);
       p.#started = true;
+      p.#service?.ready();
     } catch (err) {
       await p.shutdown();
       throw err;
@@ -225,7 +261,10 @@ export class Primary extends EventEmitter {
   reload(): Promise<void> {
     if (this.#stopping) return Promise.resolve();
     if (this.#reloads.next === 'queue') this.#log('reload-queued', { serving: this.#supervisor.serving });
-    return this.#reloads.run();
+    this.#service?.reloading();
+    const done = this.#reloads.run();
+    done.then(() => this.#service?.reloaded(), (err: unknown) => this.#service?.reloaded(err));
+    return done;
   }
 
   async #reloadNow(): Promise<void> {
@@ -238,10 +277,14 @@ export class Primary extends EventEmitter {
     this.#log('reload', { generation, serving: this.#supervisor.serving });
     let old: WorkerRec[];
     try {
+      // The certificate and key are read again: a reload picks up new ones.
+      this.#opts.credentials.load(generation);
       await this.#supervisor.startGeneration(generation);
       old = this.#supervisor.promote(generation);
+      this.#opts.credentials.keepOnly(generation);
     } catch (err) {
       this.#supervisor.abandon(generation);
+      this.#opts.credentials.keepOnly(this.#supervisor.serving);
       this.#log('reload-failed', { generation, serving: this.#supervisor.serving, error: (err as Error).message });
       throw err;
     }
@@ -263,6 +306,7 @@ export class Primary extends EventEmitter {
     }
     this.#stopping = true;
     this.#log('shutdown', { workers: this.#supervisor.workers.size });
+    this.#service?.stopping();
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
     this.#dispatcher.stop();
@@ -276,6 +320,7 @@ export class Primary extends EventEmitter {
     this.#dispatcher.close();
     this.#spares.release();
     this.#rate.stop();
+    await this.#service?.close();
     const peek = this.#peek && { proxyParked: this.#peek.parkedTotal, proxyPeerKeys: this.#peek.fallbacks };
     this.#log('stopped', { handed: this.#dispatcher.handed, ...peek });
   }

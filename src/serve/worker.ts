@@ -22,11 +22,10 @@
  * the app's tls.Server) is closed if the handshake has not completed within
  * `handshakeTimeout` (handshake-deadline.ts).
  *
- * On a `proxy` listener, the PROXY protocol header is read off the raw fd
- * first (proxy-header-read.ts; within `handshakeTimeout`, which then also
- * bounds the TLS handshake: one deadline for both), and the app sees the
- * client's address (showClient(); connectionInfo().proxy). Connections
- * refused before the app got them are logged (client-log.ts).
+ * On a `proxy` listener the PROXY header is read off the raw fd first
+ * (proxy-header-read.ts), within the TLS handshake's deadline (one for both);
+ * the app sees the client (showClient(), connectionInfo().proxy). Refused
+ * connections are logged (client-log.ts).
  *
  * Signals: once ready, a worker started by the primary leaves SIGTERM,
  * SIGINT and SIGHUP to the primary. They reach a worker when they are sent
@@ -38,7 +37,6 @@
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { EventEmitter } from 'node:events';
 import { UnixSocket } from '../socket/socket';
@@ -47,6 +45,7 @@ import { native } from '../native';
 import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, encodeLost, Op } from './protocol';
 import type { ListenerInfo } from './listeners';
 import { ServeConfigError } from '../errors';
+import type { WorkerIdentity } from './privileges';
 import { armHandshakeDeadline, handshakeDone, validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from './handshake-deadline';
 import { ProxyHeaderRead, showClient } from './proxy-header-read';
 import type { ProxyHeader } from './proxy-protocol';
@@ -61,8 +60,10 @@ export interface WorkerConfig {
   slot: number;
   generation: number;
   listeners: ListenerInfo[];
-  cert?: string;
-  key?: string;
+  /** Who the worker runs as: the preload (drop-privileges.ts) switches to
+   * it before the worker script runs. The certificate and key of tls
+   * listeners are not here: they come as bytes over the channel (TLS). */
+  identity?: WorkerIdentity;
   /** The APP module (absolute path); none: the built-in demo. */
   app?: string;
   /** Report live connection counts as they change (least-connections needs them). */
@@ -116,7 +117,8 @@ export class Worker extends EventEmitter {
   readonly config: WorkerConfig;
   #sock: UnixSocket;
   #targets = new Map<string, Target>();
-  #tlsContexts = new Map<number, tls.SecureContext>();
+  /** From the primary's TLS message (the first on the channel, if any). */
+  #tlsContext: tls.SecureContext | null = null;
   #live = new Set<net.Socket>();
   /** Connections whose PROXY header is being read (their fds are the readers'). */
   #headerReads = new Set<ProxyHeaderRead>();
@@ -282,6 +284,13 @@ export class Worker extends EventEmitter {
         this.#ackScheduled = true;
         queueMicrotask(() => this.#flushAcks());
       }
+    } else if (msg.op === Op.Tls) {
+      m.close();
+      try {
+        this.#tlsContext = tls.createSecureContext({ cert: msg.cert, key: msg.key });
+      } catch (err) {
+        this.emit('error', err);
+      }
     } else if (msg.op === Op.Shutdown) {
       m.close();
       void this.drain(msg.timeout);
@@ -299,19 +308,12 @@ export class Worker extends EventEmitter {
       return;
     }
     const info: ConnectionInfo = { listener, id, batch, primaryPid: this.config.primaryPid };
-    if (!listener.proxy) {
-      this.#open(fd, target, info, this.#handshakeTimeout);
-      return;
-    }
+    if (!listener.proxy) return this.#open(fd, target, info, this.#handshakeTimeout);
     const read = new ProxyHeaderRead(fd, this.#handshakeTimeout, (r) => {
       this.#headerReads.delete(read);
-      if (!r.ok) {
-        this.#clientLog.proxyHeader(listener, r.peer, r.reason);
-        this.#scheduleLoad();
-        return;
-      }
-      info.proxy = r.header;
-      this.#open(fd, target, info, r.remainingMs);
+      if (r.ok) return this.#open(fd, target, { ...info, proxy: r.header }, r.remainingMs);
+      this.#clientLog.proxyHeader(listener, r.peer, r.reason);
+      this.#scheduleLoad();
     });
     this.#headerReads.add(read);
   }
@@ -346,15 +348,11 @@ export class Worker extends EventEmitter {
   /** TLS for a listener whose server speaks plain: handshake here, then hand
    * the decrypted stream over. */
   #handshake(raw: net.Socket, listener: ListenerInfo, target: Target, info: ConnectionInfo): void {
-    let ctx = this.#tlsContexts.get(listener.index);
+    const ctx = this.#tlsContext;
     if (!ctx) {
-      if (!this.config.cert || !this.config.key) {
-        raw.destroy();
-        this.emit('error', new ServeConfigError('FDPASS_ERR_NO_CERT', `listener ${listener.address} is tls but no --cert/--key was given`));
-        return;
-      }
-      ctx = tls.createSecureContext({ cert: fs.readFileSync(this.config.cert), key: fs.readFileSync(this.config.key) });
-      this.#tlsContexts.set(listener.index, ctx);
+      raw.destroy();
+      this.emit('error', new ServeConfigError('FDPASS_ERR_NO_CERT', `listener ${listener.address} is tls but no --cert/--key was given`));
+      return;
     }
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
     (secure as tls.TLSSocket & { [INFO]: ConnectionInfo })[INFO] = info;
