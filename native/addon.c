@@ -61,6 +61,7 @@ static napi_value fdpass_create_constants(napi_env env) {
       {"IPV6_V6ONLY", IPV6_V6ONLY},
       {"IPPROTO_TCP", IPPROTO_TCP},
       {"TCP_NODELAY", TCP_NODELAY},
+      {"TCP_DEFER_ACCEPT", TCP_DEFER_ACCEPT},
       {"ETOOMANYREFS", ETOOMANYREFS},
       {"O_PATH", O_PATH},
   };
@@ -104,6 +105,7 @@ static napi_value fdpass_init_module(napi_env env, napi_value exports) {
       FDPASS_METHOD("bindInet", fdpass_bind_inet),
       FDPASS_METHOD("inetName", fdpass_get_inet_name),
       FDPASS_METHOD("dropSyns", fdpass_drop_syns),
+      FDPASS_METHOD("recv", fdpass_recv_bytes),
       /* creds.c */
       FDPASS_METHOD("noNewPrivs", fdpass_set_no_new_privs),
       FDPASS_METHOD("getpwnam", fdpass_get_user_by_name),

@@ -12,7 +12,8 @@
  *   unix.c   AF_UNIX sockets and generic fd calls (and sun_path encoding)
  *   cmsg.c   control messages (SCM_RIGHTS, SCM_CREDENTIALS): plain C, no napi
  *   msgio.c  sendmsgs/recvmsgs: the batched message loops
- *   inet.c   TCP and the BPF filter, used only by `fdpass serve`
+ *   inet.c   TCP, the BPF filter and bounded reads of a connection's first
+ *            bytes (PROXY header), used only by `fdpass serve`
  *   creds.c  process credentials: no_new_privs, passwd/group lookups
  *            (the workers' --user of `fdpass serve`)
  *   poll.c   readiness watchers: the only file that touches libuv
@@ -142,6 +143,7 @@ FDPASS_EXPORT(fdpass_set_int_opt);
 FDPASS_EXPORT(fdpass_bind_inet);
 FDPASS_EXPORT(fdpass_get_inet_name);
 FDPASS_EXPORT(fdpass_drop_syns);
+FDPASS_EXPORT(fdpass_recv_bytes);
 /* creds.c */
 FDPASS_EXPORT(fdpass_set_no_new_privs);
 FDPASS_EXPORT(fdpass_get_user_by_name);

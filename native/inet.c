@@ -1,7 +1,8 @@
 /*
- * fdpass native layer: TCP sockets for the listeners of `fdpass serve`, and
- * the BPF filter that lets a listener drain without resetting anyone. Nothing
- * else uses these; accept() is unix.c's, for every kind of listener.
+ * fdpass native layer: TCP sockets for the listeners of `fdpass serve`, the
+ * BPF filter that lets a listener drain without resetting anyone, and the
+ * bounded reads of a connection's first bytes (the PROXY protocol header).
+ * Nothing else uses these; accept() is unix.c's, for every kind of listener.
  */
 #include "fdpass.h"
 
@@ -61,6 +62,32 @@ napi_value fdpass_bind_inet(napi_env env, napi_callback_info info) {
     return fdpass_create_int(env, -EAFNOSUPPORT);
   }
   return fdpass_create_int(env, r < 0 ? -errno : 0);
+}
+
+/*
+ * recv(fd, buf, len, peek) -> bytes received (0: the peer closed): one
+ * recv() of at most len bytes (and at most buf's size) into buf, never
+ * blocking (MSG_DONTWAIT: -EAGAIN when nothing is there); with peek
+ * (MSG_PEEK) the bytes stay queued for the next reader. A PROXY protocol
+ * header is taken this way, peeked at, then received exactly, so that no
+ * byte after it leaves the socket.
+ */
+napi_value fdpass_recv_bytes(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(4);
+  int32_t fd, len;
+  bool peek;
+  void *buf;
+  size_t cap;
+  if (!fdpass_get_i32(env, argv[0], &fd)) FDPASS_THROW_TYPE("fd");
+  if (!fdpass_get_buffer(env, argv[1], &buf, &cap)) FDPASS_THROW_TYPE("buf");
+  if (!fdpass_get_i32(env, argv[2], &len) || len < 0) FDPASS_THROW_TYPE("len");
+  if (!fdpass_get_bool(env, argv[3], &peek)) FDPASS_THROW_TYPE("peek");
+  if ((size_t)len > cap) len = (int32_t)cap;
+  ssize_t n;
+  do {
+    n = recv(fd, buf, (size_t)len, MSG_DONTWAIT | (peek ? MSG_PEEK : 0));
+  } while (n < 0 && errno == EINTR);
+  return fdpass_create_int(env, n < 0 ? -errno : n);
 }
 
 /*

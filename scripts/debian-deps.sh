@@ -18,7 +18,10 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "fdpass: installing Debian packages:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
-if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing; } >/dev/null 2>&1; then
+# Another apt run (a parallel test setup, unattended upgrades) holds dpkg's
+# lock for a while: wait for it rather than fail.
+lock="-o DPkg::Lock::Timeout=300"
+if ! { apt-get $lock update -qq && apt-get $lock install -y -qq --no-install-recommends $missing; } >/dev/null 2>&1; then
   echo "fdpass: could not install:$missing; tests that need them are skipped" >&2
 fi
 exit 0

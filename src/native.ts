@@ -53,6 +53,8 @@ export interface NativeConstants {
   readonly IPV6_V6ONLY: number;
   readonly IPPROTO_TCP: number;
   readonly TCP_NODELAY: number;
+  /** accept() only once the client has sent data (seconds to wait for it). */
+  readonly TCP_DEFER_ACCEPT: number;
   /** The one errno Node's os.constants.errno lacks. */
   readonly ETOOMANYREFS: number;
   /** open(2) flag Node's fs.constants lacks: an fd that names a file
@@ -101,6 +103,9 @@ export interface NativeBinding {
   inetName(fd: number, peer: boolean, out: Uint8Array): number;
   /** A socket filter on a TCP listener that drops new connections' SYNs. */
   dropSyns(fd: number): number;
+  /** One non-blocking recv() of at most `len` bytes into buf (MSG_PEEK with
+   * `peek`): the count, 0 when the peer closed, or -EAGAIN. */
+  recv(fd: number, buf: Uint8Array, len: number, peek: boolean): number;
   /** prctl(PR_SET_NO_NEW_PRIVS, 1): execve() never grants privileges again. */
   noNewPrivs(): number;
   /** The passwd entry of a user name: out = [uid, primary gid]; -ENOENT if none. */

@@ -13,7 +13,7 @@ const USAGE = `usage:
               [--data TEXT] [--credentials] FILE...
   fdpass recv (--connect PATH | --listen PATH) [--type stream|seqpacket|dgram] [--raw]
               [--count N] [--write TEXT] [--read]
-  fdpass serve [--listen ADDR[:PORT][,tls] ...] [--workers N]
+  fdpass serve [--listen ADDR[:PORT][,tls][,proxy] ...] [--workers N]
                [--strategy round-robin|least-connections|hash] [--cert FILE --key FILE]
                [--control PATH] [--shutdown-timeout MS] [--ready-timeout MS]
                [--handshake-timeout MS] [--user USER[:GROUP]] [--expose-listeners PATH]

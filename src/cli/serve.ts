@@ -16,7 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Primary, STRATEGIES, type Strategy } from '../serve/primary';
-import { parseListen } from '../serve/listeners';
+import { parseListen, optionsShown } from '../serve/listeners';
 import { validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from '../serve/handshake-deadline';
 import { startControl, defaultControlPath } from '../serve/control';
 import { UsageError, cliAddress } from './args';
@@ -136,7 +136,7 @@ export async function serve(args: string[]): Promise<void> {
   process.on('SIGHUP', () => {
     primary.reload().catch(() => {}); // logged by the primary
   });
-  for (const l of primary.sockets) process.stderr.write(`fdpass: ${l.name} on ${l.address}${l.tls ? ' (tls)' : ''}\n`);
+  for (const l of primary.sockets) process.stderr.write(`fdpass: ${l.name} on ${l.address}${optionsShown(l)}\n`);
   const st = primary.status().primary;
   if (st.takeover) process.stderr.write(`fdpass: took over ${st.takeover.adopted} of ${st.takeover.received} listeners from pid ${st.takeover.from.pid} (${values.takeover})\n`);
   if (st.exposeListeners) process.stderr.write(`fdpass: listeners exposed to _getsocks at ${st.exposeListeners}\n`);

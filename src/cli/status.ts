@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { queryStatus, defaultControlPath } from '../serve/control';
 import { cliAddress } from './args';
 import { displayAddress } from '../socket/address';
+import { optionsShown } from '../serve/listeners';
 
 export async function status(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -17,7 +18,7 @@ export async function status(args: string[]): Promise<void> {
   const out = [
     `primary ${p.pid}  up ${p.uptimeSeconds}s  strategy ${p.strategy}  generation ${p.generation}`,
     `accepted ${p.accepted}  handed ${p.handed}  in-flight ${p.inflight}  waiting ${p.waiting}  hand-off rate ${p.handoffRatePerSecond}/s  accept errors ${p.acceptErrors}`,
-    `listeners: ${p.listeners.map((l) => `${l.name} ${l.address}${l.tls ? ' (tls)' : ''}`).join(', ')}`,
+    `listeners: ${p.listeners.map((l) => `${l.name} ${l.address}${optionsShown(l)}`).join(', ')}`,
   ];
   const t = p.takeover;
   if (t) {

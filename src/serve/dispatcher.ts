@@ -31,7 +31,7 @@ import { native } from '../native';
 import type { UnixSocket } from '../socket/socket';
 import { MAX_FDS } from '../socket/frame';
 import { encodeConns } from './protocol';
-import { pickWorker, type Strategy, type WorkerLoad } from './strategies';
+import { addressKey, pickWorker, type Strategy, type WorkerLoad } from './strategies';
 import { errorCode, Throttled, type Log } from './log';
 import { MAX_UNACKED, type HandoffWindow } from './handoff-window';
 
@@ -111,13 +111,15 @@ export class Dispatcher<W extends Target> {
   }
 
   /** Takes accepted fds[0..n) from listener `listener` (they are the
-   * dispatcher's from now on) and hands them out. */
-  accepted(fds: Int32Array, n: number, listener: number): void {
+   * dispatcher's from now on) and hands them out. The hash strategy's keys
+   * are `keys[0..n)` when given (proxy-peek.ts: the PROXY header's client),
+   * else each connection's peer address (peerKey()). */
+  accepted(fds: Int32Array, n: number, listener: number, keys?: Uint32Array): void {
     const hashed = this.#h.strategy === 'hash';
     const conns: Conn[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const fd = fds[i]!;
-      conns[i] = { id: this.#nextId, fd, listener, hash: hashed ? clientHash(fd) : 0, batch: 0 };
+      conns[i] = { id: this.#nextId, fd, listener, hash: keys ? keys[i]! : hashed ? peerKey(fd) : 0, batch: 0 };
       this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     }
     this.#dispatch(conns);
@@ -280,14 +282,9 @@ export class Dispatcher<W extends Target> {
   }
 }
 
-/** FNV-1a of the client's IP address (not its port): the hash strategy's key. */
-function clientHash(fd: number): number {
+/** The hash strategy's key of a connection's peer address (0 for a Unix
+ * socket's peer). */
+export function peerKey(fd: number): number {
   const port = native.inetName(fd, true, NAME_BUF);
-  if (port < 0) return 0;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < NAME_BUF.length && NAME_BUF[i] !== 0; i++) {
-    h ^= NAME_BUF[i]!;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
+  return port < 0 ? 0 : addressKey(NAME_BUF);
 }

@@ -9,7 +9,16 @@
  *   --listen systemd[:NAME]        fds inherited by socket activation
  *   ...,name=NAME                  the name the worker app sees (default
  *                                  'http', or 'https' with tls)
+ *   ...,proxy                      every connection starts with a PROXY
+ *                                  protocol header (v1 or v2) from a load
+ *                                  balancer: the workers read it before TLS
+ *                                  and HTTP (proxy-header-read.ts), and the
+ *                                  app sees the client's address
  * Port 0 asks the kernel for a free port; the bound port is reported.
+ * A TCP listener with `proxy` that we bind gets TCP_DEFER_ACCEPT: the kernel
+ * queues a connection for accept() once its first bytes (the header: a
+ * balancer sends it at once) are in, so that the primary's peek for the
+ * hash strategy (proxy-peek.ts) almost always finds it there.
  *
  * A tcp or unix listener is not bound again when an inherited listening fd
  * (LISTEN_FDS: a socket unit, or the fd store of a previous run) has its
@@ -33,6 +42,8 @@ export interface ListenerSpec {
   /** systemd: the LISTEN_FDNAMES name to take ('' for all). */
   fdName?: string;
   tls: boolean;
+  /** Connections start with a PROXY protocol header. */
+  proxy?: boolean;
   name?: string;
 }
 
@@ -41,6 +52,9 @@ export interface ListenerInfo {
   index: number;
   name: string;
   tls: boolean;
+  /** Connections start with a PROXY protocol header (absent: false; a header
+   * is read on no other listener). */
+  proxy?: boolean;
   kind: 'tcp' | 'unix' | 'systemd';
   /** '127.0.0.1:8080', '[::1]:8443', a path, ... */
   address: string;
@@ -66,20 +80,22 @@ export interface Listener extends ListenerInfo {
 export function parseListen(spec: string): ListenerSpec {
   const [addr, ...opts] = spec.split(',');
   let tls = false;
+  let proxy = false;
   let name: string | undefined;
   for (const o of opts) {
     if (o === 'tls') tls = true;
+    else if (o === 'proxy') proxy = true;
     else if (o.startsWith('name=') && o.length > 5) name = o.slice(5);
-    else throw invalidArg(`--listen ${spec}: unknown option '${o}' (tls, name=NAME)`);
+    else throw invalidArg(`--listen ${spec}: unknown option '${o}' (tls, proxy, name=NAME)`);
   }
   if (!addr) throw invalidArg(`--listen ${spec}: no address`);
   if (addr === 'systemd' || addr.startsWith('systemd:')) {
-    return { kind: 'systemd', fdName: addr.slice(8), tls, name };
+    return { kind: 'systemd', fdName: addr.slice(8), tls, proxy, name };
   }
   if (addr.startsWith('unix:') || addr.startsWith('/')) {
     const path = addr.startsWith('unix:') ? addr.slice(5) : addr;
     encodeAddress(path);
-    return { kind: 'unix', path, tls, name };
+    return { kind: 'unix', path, tls, proxy, name };
   }
   let host: string;
   let portText: string | undefined;
@@ -99,7 +115,7 @@ export function parseListen(spec: string): ListenerSpec {
   if (!Number.isInteger(port) || port < 0 || port > 65535 || (portText !== undefined && !/^\d+$/.test(portText))) {
     throw invalidArg(`--listen ${spec}: bad port '${portText}'`);
   }
-  return { kind: 'tcp', host, port, tls, name };
+  return { kind: 'tcp', host, port, tls, proxy, name };
 }
 
 /**
@@ -157,7 +173,7 @@ async function openOne(spec: ListenerSpec, index: number, backlog: number): Prom
     // The one listen sequence (socket/bind.ts): if it fails, no fd and no
     // socket file are left.
     const { fd, ino } = await listenUnix(K.SOCK_STREAM, spec.path!, { mode: 0o600, backlog });
-    return { index, name, tls: spec.tls, kind: 'unix', address: spec.path!, fd, inherited: false, ino };
+    return { index, name, tls: spec.tls, proxy: spec.proxy === true, kind: 'unix', address: spec.path!, fd, inherited: false, ino };
   }
   const v6 = net.isIPv6(spec.host!);
   const family = v6 ? K.AF_INET6 : K.AF_INET;
@@ -166,11 +182,12 @@ async function openOne(spec: ListenerSpec, index: number, backlog: number): Prom
   try {
     check(native.setIntOpt(fd, K.SOL_SOCKET, K.SO_REUSEADDR, 1), 'setsockopt');
     if (v6) check(native.setIntOpt(fd, K.IPPROTO_IPV6, K.IPV6_V6ONLY, 1), 'setsockopt');
+    if (spec.proxy) check(native.setIntOpt(fd, K.IPPROTO_TCP, K.TCP_DEFER_ACCEPT, PROXY_DEFER_ACCEPT_S), 'setsockopt');
     check(native.bindInet(fd, family, spec.host!, spec.port!), 'bind', shown);
     check(native.listen(fd, backlog), 'listen', shown);
     const port = check(native.inetName(fd, false, NAME_BUF), 'getsockname');
     const address = v6 ? `[${spec.host}]:${port}` : `${spec.host}:${port}`;
-    return { index, name, tls: spec.tls, kind: 'tcp', address, port, fd, inherited: false };
+    return { index, name, tls: spec.tls, proxy: spec.proxy === true, kind: 'tcp', address, port, fd, inherited: false };
   } catch (err) {
     native.close(fd);
     throw err;
@@ -178,6 +195,10 @@ async function openOne(spec: ListenerSpec, index: number, backlog: number): Prom
 }
 
 const NAME_BUF = Buffer.alloc(64);
+/** TCP_DEFER_ACCEPT of a `proxy` listener (s): a connection whose header has
+ * not come by then is queued anyway (after a SYN-ACK retransmission), and
+ * the worker's deadline takes over. */
+const PROXY_DEFER_ACCEPT_S = 1;
 
 /**
  * An inherited listener, taken by `spec`: a systemd spec's (named by the
@@ -194,7 +215,7 @@ function describeInherited(fd: number, fdName: string, spec: ListenerSpec, index
     const host = NAME_BUF.toString('latin1', 0, NAME_BUF.indexOf(0));
     address = family === K.AF_INET6 ? `[${host}]:${port}` : `${host}:${port}`;
   }
-  return { index, name, tls: spec.tls, kind: spec.kind, address, port, fd, inherited: true };
+  return { index, name, tls: spec.tls, proxy: spec.proxy === true, kind: spec.kind, address, port, fd, inherited: true };
 }
 
 /** Whether `l` lives on after this process closes its fd (inherited, or in
@@ -214,6 +235,12 @@ export function closeListeners(listeners: Listener[]): void {
   }
 }
 
+/** A listener's options as the CLI shows them after its address: ' (tls, proxy)', ' (tls)', ''. */
+export function optionsShown(l: ListenerInfo): string {
+  const opts = [l.tls && 'tls', l.proxy && 'proxy'].filter(Boolean).join(', ');
+  return opts ? ` (${opts})` : '';
+}
+
 export function publicInfo(l: Listener): ListenerInfo {
-  return { index: l.index, name: l.name, tls: l.tls, kind: l.kind, address: l.address, port: l.port };
+  return { index: l.index, name: l.name, tls: l.tls, proxy: l.proxy, kind: l.kind, address: l.address, port: l.port };
 }

@@ -2,7 +2,8 @@
  * The primary of `fdpass serve`: it alone holds the listening sockets,
  * accepts every connection and hands its fd to a worker process over a
  * SOCK_SEQPACKET socketpair (the worker's fd 3). It never reads a byte of a
- * connection.
+ * connection (on a `proxy` listener under the hash strategy it peeks at the
+ * PROXY header, leaving it queued for the worker: proxy-peek.ts).
  *
  * This file is the orchestration: start, reload, shutdown, generations, and
  * the wiring between the parts, each of which does one job:
@@ -58,6 +59,7 @@ import { buildStatus, RateMeter, type Status } from './status';
 import { STRATEGIES, type Strategy } from './strategies';
 import { makeLog, type Log, type LogEvent } from './log';
 import { Coalescer } from './coalescer';
+import { ProxyPeek } from './proxy-peek';
 
 export { STRATEGIES, type Strategy } from './strategies';
 export type { LogEvent } from './log';
@@ -118,6 +120,8 @@ export class Primary extends EventEmitter {
   readonly #accept: AcceptLoop;
   readonly #rate: RateMeter;
   readonly #reloads = new Coalescer(() => this.#reloadNow());
+  /** The hash strategy's keys on `proxy` listeners (null: none such). */
+  readonly #peek: ProxyPeek | null;
   /** Under a service manager (NOTIFY_SOCKET), what it is told. */
   readonly #service: SystemdService | null;
   /** The newest generation number given out (the serving one is the supervisor's). */
@@ -174,7 +178,14 @@ export class Primary extends EventEmitter {
       },
       exited: (w) => this.emit('worker-exit', w),
     }, this.#log);
-    this.#accept = new AcceptLoop(listeners, (fds, n, l) => this.#dispatcher.accepted(fds, n, l.index), this.#log);
+    const peek = opts.strategy === 'hash' && listeners.some((l) => l.proxy)
+      ? new ProxyPeek((fds, n, listener, keys) => this.#dispatcher.accepted(fds, n, listener, keys))
+      : null;
+    this.#peek = peek;
+    this.#accept = new AcceptLoop(listeners, (fds, n, l) => {
+      if (peek && l.proxy) peek.take(fds, n, l.index);
+      else this.#dispatcher.accepted(fds, n, l.index);
+    }, this.#log);
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
     // Before any worker is spawned: they must not inherit NOTIFY_SOCKET.
     this.#service = SystemdService.fromEnv(this, opts.workers, this.#log);
@@ -362,6 +373,7 @@ export class Primary extends EventEmitter {
     // Before any listener closes: its sends borrow the listener fds.
     await this.#handover.close();
     await this.#accept.drain(Date.now() + this.#opts.shutdownTimeout, () => this.#inflight());
+    this.#peek?.close();
     this.#accept.close();
     closeListeners(this.sockets);
     this.#supervisor.stopAll();
@@ -370,7 +382,8 @@ export class Primary extends EventEmitter {
     this.#spares.release();
     this.#rate.stop();
     await this.#service?.close();
-    this.#log('stopped', { handed: this.#dispatcher.handed });
+    const peek = this.#peek && { proxyParked: this.#peek.parkedTotal, proxyPeerKeys: this.#peek.fallbacks };
+    this.#log('stopped', { handed: this.#dispatcher.handed, ...peek });
   }
 
   /**

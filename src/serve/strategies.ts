@@ -88,6 +88,27 @@ export function hashPick(loads: readonly WorkerLoad[], key: number, cursor: numb
   return { index: -1, cursor };
 }
 
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/**
+ * The hash strategy's key of a client address, as text ('192.0.2.1',
+ * '2001:db8::1'), or as NUL-terminated bytes of that text: FNV-1a of its
+ * characters. The port is not part of it (a client's connections stick
+ * together), and the same address gives the same key whether it comes from
+ * the connection (getpeername) or from a PROXY header.
+ */
+export function addressKey(addr: string | Uint8Array): number {
+  const text = typeof addr === 'string';
+  let h = FNV_OFFSET;
+  for (let i = 0; i < addr.length; i++) {
+    const c = text ? addr.charCodeAt(i) : addr[i]!;
+    if (c === 0) break;
+    h = Math.imul(h ^ c, FNV_PRIME) >>> 0;
+  }
+  return h;
+}
+
 /** The strategy's pick for a connection with `key`. */
 export function pickWorker(strategy: Strategy, loads: readonly WorkerLoad[], key: number, cursor: number, limit: number): Pick {
   switch (strategy) {

@@ -22,6 +22,11 @@
  * the app's tls.Server) is closed if the handshake has not completed within
  * `handshakeTimeout` (handshake-deadline.ts).
  *
+ * On a `proxy` listener the PROXY header is read off the raw fd first
+ * (proxy-header-read.ts), within the TLS handshake's deadline (one for both);
+ * the app sees the client (showClient(), connectionInfo().proxy). Refused
+ * connections are logged (client-log.ts).
+ *
  * Signals: once ready, a worker started by the primary leaves SIGTERM,
  * SIGINT and SIGHUP to the primary. They reach a worker when they are sent
  * to the whole process group (systemd's default KillMode=control-group,
@@ -32,7 +37,7 @@
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type * as http from 'node:http';
+import * as http from 'node:http';
 import { EventEmitter } from 'node:events';
 import { UnixSocket } from '../socket/socket';
 import type { Message } from '../socket/message';
@@ -42,6 +47,10 @@ import type { ListenerInfo } from './listeners';
 import { ServeConfigError } from '../errors';
 import type { WorkerIdentity } from './privileges';
 import { armHandshakeDeadline, handshakeDone, validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from './handshake-deadline';
+import { ProxyHeaderRead, showClient } from './proxy-header-read';
+import type { ProxyHeader } from './proxy-protocol';
+import { ClientLog } from './client-log';
+import { makeLog, type Log } from './log';
 
 /** Environment of a worker started by the primary. */
 export const WORKER_ENV = 'FDPASS_WORKER';
@@ -72,6 +81,8 @@ export interface ConnectionInfo {
   /** How many connections came in the same hand-off message. */
   batch: number;
   primaryPid: number;
+  /** The PROXY protocol header it came with (`proxy` listeners). */
+  proxy?: ProxyHeader;
 }
 
 type Target = net.Server | ((socket: net.Socket, info: ConnectionInfo) => void);
@@ -109,6 +120,9 @@ export class Worker extends EventEmitter {
   /** From the primary's TLS message (the first on the channel, if any). */
   #tlsContext: tls.SecureContext | null = null;
   #live = new Set<net.Socket>();
+  /** Connections whose PROXY header is being read (their fds are the readers'). */
+  #headerReads = new Set<ProxyHeaderRead>();
+  readonly #clientLog: ClientLog;
   #requests = 0;
   #loadScheduled = false;
   #acks: number[] = [];
@@ -120,10 +134,12 @@ export class Worker extends EventEmitter {
   /** Started by the primary (fromPrimary()): the process is ours to run. */
   #ownProcess = false;
 
-  constructor(sock: UnixSocket, config: WorkerConfig) {
+  /** @param log  where refused connections are logged (default: JSON lines on stderr) */
+  constructor(sock: UnixSocket, config: WorkerConfig, log: Log = makeLog()) {
     super();
     this.#sock = sock;
     this.config = config;
+    this.#clientLog = new ClientLog(log);
     sock.on('message', (m: Message) => this.#onMessage(m));
     sock.on('error', (err) => this.#onChannelError(err));
     // The primary is gone: nobody will hand us more; finish and go.
@@ -179,7 +195,7 @@ export class Worker extends EventEmitter {
   }
 
   get liveConnections(): number {
-    return this.#live.size;
+    return this.#live.size + this.#headerReads.size;
   }
 
   get #handshakeTimeout(): number {
@@ -200,7 +216,10 @@ export class Worker extends EventEmitter {
     if (server instanceof tls.Server) {
       server.prependListener('secureConnection', (s: tls.TLSSocket) => {
         const raw = this.#adoptedOf(s);
-        if (raw) handshakeDone(raw);
+        if (!raw) return;
+        handshakeDone(raw);
+        const header = connectionInfo(raw)?.proxy;
+        if (header) showClient(s, header);
       });
     }
     // Servers here never listen(), so Node's own connection tracking (and
@@ -288,16 +307,32 @@ export class Worker extends EventEmitter {
       native.close(fd);
       return;
     }
-    const socket = new net.Socket({ fd, readable: true, writable: true });
     const info: ConnectionInfo = { listener, id, batch, primaryPid: this.config.primaryPid };
+    if (!listener.proxy) return this.#open(fd, target, info, this.#handshakeTimeout);
+    const read = new ProxyHeaderRead(fd, this.#handshakeTimeout, (r) => {
+      this.#headerReads.delete(read);
+      if (r.ok) return this.#open(fd, target, { ...info, proxy: r.header }, r.remainingMs);
+      this.#clientLog.proxyHeader(listener, r.peer, r.reason);
+      this.#scheduleLoad();
+    });
+    this.#headerReads.add(read);
+  }
+
+  /** Adopts `fd` into a net.Socket and gives it to `target` (through TLS
+   * first on a tls listener), within `deadlineMs` for a TLS handshake. */
+  #open(fd: number, target: Target, info: ConnectionInfo, deadlineMs: number): void {
+    const listener = info.listener;
+    const socket = new net.Socket({ fd, readable: true, writable: true });
     (socket as net.Socket & { [INFO]: ConnectionInfo })[INFO] = info;
+    if (info.proxy) showClient(socket, info.proxy);
     this.#live.add(socket);
     socket.once('close', () => {
       this.#live.delete(socket);
       this.#scheduleLoad();
     });
+    if (target instanceof http.Server) socket.on('error', (err) => this.#clientLog.socketError(listener, socket, err));
     const appTls = target instanceof tls.Server;
-    if (listener.tls || appTls) armHandshakeDeadline(socket, this.#handshakeTimeout);
+    if (listener.tls || appTls) armHandshakeDeadline(socket, deadlineMs);
     if (listener.tls && !appTls) {
       this.#handshake(socket, listener, target, info);
       return;
@@ -322,11 +357,15 @@ export class Worker extends EventEmitter {
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
     (secure as tls.TLSSocket & { [INFO]: ConnectionInfo })[INFO] = info;
     (secure as tls.TLSSocket & { [RAW]: net.Socket })[RAW] = raw;
+    if (info.proxy) showClient(secure, info.proxy);
     secure.once('secure', () => {
       handshakeDone(raw);
       this.#deliver(target, secure, info);
     });
-    secure.on('error', () => secure.destroy());
+    secure.on('error', (err) => {
+      this.#clientLog.socketError(listener, secure, err);
+      secure.destroy();
+    });
   }
 
   /**
@@ -357,7 +396,7 @@ export class Worker extends EventEmitter {
     this.#acks = [];
     for (let i = 0; i < ids.length; i += 16384) {
       const part = ids.slice(i, i + 16384);
-      this.#sock.send(encodeAck(part, part.length, this.#live.size)).catch(() => {});
+      this.#sock.send(encodeAck(part, part.length, this.liveConnections)).catch(() => {});
     }
   }
 
@@ -372,7 +411,7 @@ export class Worker extends EventEmitter {
 
   #sendLoad(): void {
     if (this.#sock.closed) return;
-    this.#sock.send(encodeLoad(this.#live.size, this.#requests)).catch(() => {});
+    this.#sock.send(encodeLoad(this.liveConnections, this.#requests)).catch(() => {});
   }
 
   /**
@@ -390,9 +429,11 @@ export class Worker extends EventEmitter {
     const deadline = Date.now() + timeout;
     for (;;) {
       this.#closeIdle();
-      if (this.#live.size === 0 || Date.now() >= deadline) break;
+      if (this.liveConnections === 0 || Date.now() >= deadline) break;
       await new Promise((res) => setTimeout(res, 20));
     }
+    for (const r of this.#headerReads) r.cancel();
+    this.#headerReads.clear();
     for (const s of this.#live) s.destroy();
     this.#sendLoad();
     await this.#sock.end().catch(() => {});

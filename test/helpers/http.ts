@@ -40,6 +40,8 @@ export interface DemoBody {
   tls?: boolean;
   via?: string;
   client?: string;
+  /** What the PROXY header said (`proxy` listeners). */
+  proxy?: string;
   url?: string;
 }
 
@@ -58,6 +60,14 @@ export interface Reply extends Response {
 }
 
 const CRLF2 = Buffer.from('\r\n\r\n');
+
+export interface ConnectOptions {
+  /** Bind the client to this address (hash strategy tests) and port. */
+  localAddress?: string;
+  localPort?: number;
+  /** Bytes sent first, in the clear, before TLS or the request (a PROXY protocol header). */
+  preamble?: Uint8Array;
+}
 
 function failure(code: string, message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code });
@@ -90,20 +100,30 @@ export class HttpConnection {
   #readyFailed: (e: Error) => void = () => {};
   readonly #closed: Promise<void>;
 
-  constructor(e: Endpoint, o: { localAddress?: string } = {}) {
+  constructor(e: Endpoint, o: ConnectOptions = {}) {
     this.#address = e.address;
-    const where = e.path !== undefined ? { path: e.path } : { host: e.host!, port: e.port!, localAddress: o.localAddress };
-    this.socket = e.tls ? tls.connect({ ...where, ca: DEV_CA, servername: e.host && !net.isIP(e.host) ? e.host : undefined }) : net.connect(where);
+    const where = e.path !== undefined ? { path: e.path } : { host: e.host!, port: e.port!, localAddress: o.localAddress, localPort: o.localPort };
+    const secure = { ca: DEV_CA, servername: e.host && !net.isIP(e.host) ? e.host : undefined };
+    /** The TCP (or Unix) connection under it all. */
+    let transport: net.Socket;
+    if (o.preamble) {
+      // The preamble goes in the clear, then TLS (if any) over the same connection.
+      transport = net.connect(where);
+      transport.write(o.preamble);
+      this.socket = e.tls ? tls.connect({ ...secure, socket: transport }) : transport;
+    } else {
+      this.socket = transport = e.tls ? tls.connect({ ...where, ...secure }) : net.connect(where);
+    }
     this.ready = new Promise<void>((resolve, reject) => {
       this.#readyFailed = reject;
-      this.socket.once(e.tls ? 'secureConnect' : 'connect', () => resolve());
+      (e.tls ? this.socket : transport).once(e.tls ? 'secureConnect' : 'connect', () => resolve());
     });
     this.ready.catch(() => {}); // reported through the request that awaits it
     this.#closed = new Promise((res) => this.socket.once('close', () => res()));
     this.closedByPeer = this.#closed.then(() => !this.#closing);
-    this.socket.once('connect', () => {
+    transport.once('connect', () => {
       this.connected = true;
-      this.localPort = this.socket.localPort;
+      this.localPort = transport.localPort;
     });
     this.socket.on('data', (d: Buffer) => {
       this.bytes += d.length;
@@ -115,11 +135,12 @@ export class HttpConnection {
       this.#parse();
     });
     this.socket.on('error', (err) => this.#fail(err));
+    if (transport !== this.socket) transport.on('error', (err) => this.#fail(err));
     this.socket.on('close', () => this.#fail(failure('EOF', `connection to ${this.#address} closed`)));
   }
 
   /** A connection, once ready (rejects, with the connection closed, if it cannot be had). */
-  static async open(e: Endpoint, o: { localAddress?: string } = {}): Promise<HttpConnection> {
+  static async open(e: Endpoint, o: ConnectOptions = {}): Promise<HttpConnection> {
     const c = new HttpConnection(e, o);
     try {
       await c.ready;
@@ -204,10 +225,8 @@ function jsonReply(r: Response, address: string): Reply {
   }
 }
 
-export interface RequestOptions {
+export interface RequestOptions extends ConnectOptions {
   path?: string;
-  /** Bind the client to this address (hash strategy tests). */
-  localAddress?: string;
   /** Give up after this many ms, connecting included (default 10 s). */
   timeout?: number;
 }

@@ -18,9 +18,11 @@ import { waitFor, waitSteady } from './wait';
 
 export type { LogEvent, Status };
 
-/** A listener as `fdpass serve` reports it: `fdpass: NAME on ADDRESS[ (tls)]`. */
+/** A listener as `fdpass serve` reports it: `fdpass: NAME on ADDRESS[ (tls[, proxy])]`. */
 export interface ServeListener extends Endpoint {
   name: string;
+  /** Its connections start with a PROXY protocol header. */
+  proxy?: boolean;
 }
 
 /** How a run of `fdpass serve` ended, with every lifecycle event it logged. */
@@ -43,15 +45,17 @@ export type ServeOptions = Pick<ChildOptions, 'owner' | 'prefix' | 'env' | 'fds'
   user?: string | null;
 };
 
-const LISTENER_LINE = /^fdpass: (\S+) on (.+?)( \(tls\))?$/;
+const LISTENER_LINE = /^fdpass: (\S+) on (.+?)(?: \(((?:tls|proxy)(?:, (?:tls|proxy))*)\))?$/;
 const UP_LINE = /^fdpass: (\d+) workers, (\S+); control socket (.+); pid (\d+)$/;
 
-function parseListener(name: string, address: string, isTls: boolean): ServeListener {
+function parseListener(name: string, address: string, opts: string): ServeListener {
+  const flags = opts.split(', ');
+  const o = { name, address, tls: flags.includes('tls'), ...(flags.includes('proxy') ? { proxy: true } : {}) };
   const v6 = /^\[(.+)\]:(\d+)$/.exec(address);
-  if (v6) return { name, address, tls: isTls, host: v6[1], port: Number(v6[2]) };
+  if (v6) return { ...o, host: v6[1], port: Number(v6[2]) };
   const v4 = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(address);
-  if (v4) return { name, address, tls: isTls, host: v4[1], port: Number(v4[2]) };
-  return { name, address, tls: isTls, path: address };
+  if (v4) return { ...o, host: v4[1], port: Number(v4[2]) };
+  return { ...o, path: address };
 }
 
 /** Nothing in flight, nothing waiting, no live connection, every worker ready. */
@@ -101,7 +105,7 @@ export class ServeProcess extends Child {
       return;
     }
     const l = LISTENER_LINE.exec(line);
-    if (l) this.#pendingListeners.push(parseListener(l[1]!, l[2]!, Boolean(l[3])));
+    if (l) this.#pendingListeners.push(parseListener(l[1]!, l[2]!, l[3] ?? ''));
   }
 
   /** Resolves once the "N workers, ...; control socket ...; pid P" line is out;
