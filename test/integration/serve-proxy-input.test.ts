@@ -80,7 +80,10 @@ test('hash strategy on proxy listeners: the header\'s client picks the worker, w
   assert.equal(result.code, 0, result.stderr);
   const stopped = s.events('stopped')[0]!;
   t.diagnostic(`stopped: ${JSON.stringify(stopped)}`);
-  assert.ok(Number(stopped.proxyParked) >= clients.length + 2, 'the late headers were waited for in the primary');
+  // Each late header is usually parked for; on a loaded machine the primary may get to a
+  // connection only after its header came (then nothing needs parking). The test must still
+  // have exercised the parking path, and the same-worker checks above hold either way.
+  assert.ok(Number(stopped.proxyParked) >= 1, 'the late headers were waited for in the primary');
 });
 
 /** A raw client on `l` that writes `bytes` (maybe nothing): when and by whom it was closed, and what came back. */
