@@ -45,6 +45,12 @@ const OPTIONS = {
 } as const satisfies ParseArgsConfig['options'];
 
 export async function serve(args: string[]): Promise<void> {
+  // SIGUSR1 would make Node open its inspector (a debugger port any local
+  // user could reach): from the first moment it is ours. Once serving it is
+  // a graceful stop, HAProxy's soft-stop convention (`haproxy -sf`).
+  let usr1Early = false;
+  const usr1Starting = () => { usr1Early = true; };
+  process.on('SIGUSR1', usr1Starting);
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
   if (positionals.length > 1) throw new UsageError(`one APP at most, got ${positionals.join(' ')}`);
   const defaults = !values.listen?.length;
@@ -133,6 +139,9 @@ export async function serve(args: string[]): Promise<void> {
   // Before saying we are up: a supervisor may signal as soon as it reads that.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  process.removeListener('SIGUSR1', usr1Starting);
+  process.on('SIGUSR1', () => stop('SIGUSR1'));
+  if (usr1Early) stop('SIGUSR1');
   process.on('SIGHUP', () => {
     primary.reload().catch(() => {}); // logged by the primary
   });

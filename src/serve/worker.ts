@@ -34,6 +34,8 @@
  * (SIGTERM/SIGINT: it sends SHUTDOWN and the worker drains; SIGHUP: a
  * reload). Dying on them would cut every request in flight. A worker whose
  * primary is gone (the channel's end) drains and exits by itself.
+ * SIGUSR1 is ignored from the start: Node would take it as "open the
+ * inspector" (a debugger port any local user could reach).
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -154,6 +156,7 @@ export class Worker extends EventEmitter {
     delete process.env[WORKER_ENV];
     const worker = new Worker(UnixSocket.fromFd(3), JSON.parse(raw) as WorkerConfig);
     worker.#ownProcess = true;
+    if (!process.listeners('SIGUSR1').includes(leftToPrimary)) process.on('SIGUSR1', leftToPrimary);
     return worker;
   }
 
