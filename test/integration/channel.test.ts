@@ -158,7 +158,7 @@ test('a hostile peer cannot crash a channel: odd error-reply bodies, throwing po
   // A type that is not UTF-8 is a protocol error (its reply could not echo it).
   const bad = encodeChannel(Kind.Request, 9, 'ab', {});
   bad[8] = 0xff;
-  const closed = new Promise((res) => ch.once('close', res));
+  const closed = new Promise<void>((res) => ch.once('close', () => res()));
   await peer.send(bad);
   await closed;
   assert.match(errors.at(-1)!.message, /bad channel message: type is not valid UTF-8/);

@@ -151,7 +151,7 @@ test('Channel: a handler that declares maxFds 0 never sees fds; a request carryi
   one.message.close();
 
   const errored = once(b, 'error') as Promise<[UnexpectedFdsError]>;
-  const closed = new Promise((r) => b.once('close', r)); // (events.once would reject on 'error')
+  const closed = new Promise<void>((r) => b.once('close', () => r())); // (events.once would reject on 'error')
   await assert.rejects(a.request('status', undefined, { fds: [files.fds[0]!, files.fds[0]!] }), { code: 'FDPASS_ERR_SOCKET_CLOSED' });
   const [err] = await errored;
   await closed;
