@@ -18,6 +18,7 @@ import { startControl, defaultControlPath } from '../serve/control';
 import { UsageError } from './args';
 import { errnoError, ServeConfigError } from '../errors';
 import { prepareControlDir } from '../serve/control-path';
+import { checkControlFree } from './control-free';
 
 const DEV_CERT = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.crt');
 const DEV_KEY = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.key');
@@ -69,8 +70,10 @@ export async function serve(args: string[]): Promise<void> {
   if (cert && key) checkCertificate(cert, key);
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
-  // An untrusted default control directory is refused before anything starts.
+  // An untrusted default control directory, or a control socket in use, is
+  // refused before anything starts.
   prepareControlDir(values.control ?? defaultControlPath());
+  await checkControlFree(values.control ?? defaultControlPath());
 
   const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout, readyTimeout, handshakeTimeout });
   const controlPath = values.control ?? defaultControlPath();

@@ -48,6 +48,8 @@ export interface ChildOptions {
   owner?: Deferrer;
   /** How errors name it (default: the command line). */
   label?: string;
+  /** Working directory (default: this process's). */
+  cwd?: string;
 }
 
 /**
@@ -101,7 +103,7 @@ export class Child {
   constructor(argv: readonly string[], o: ChildOptions = {}) {
     const full = wrapArgv(argv, o);
     this.label = o.label ?? argv.join(' ');
-    this.process = spawn(full[0]!, full.slice(1), { stdio: [o.stdin ?? 'ignore', 'pipe', 'pipe', ...(o.fds ?? [])], env: o.env ?? childEnv() });
+    this.process = spawn(full[0]!, full.slice(1), { stdio: [o.stdin ?? 'ignore', 'pipe', 'pipe', ...(o.fds ?? [])], env: o.env ?? childEnv(), cwd: o.cwd });
     this.pid = this.process.pid!;
     this.process.on('error', (err) => this.#append('stderr', `\n[${full[0]}: ${err.message}]\n`));
     this.process.stdin?.on('error', () => {}); // the child may exit without reading
