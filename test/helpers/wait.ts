@@ -47,6 +47,19 @@ export async function waitFor<T>(probe: () => T | undefined | null | false | Pro
 }
 
 /**
+ * `p`, or an AssertionError naming `what` if it has not settled within
+ * `timeout` ms: a deadline for a wait that has none of its own (a promise
+ * built on an event that events.once would not do, say).
+ */
+export function within<T>(p: Promise<T>, timeout: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new assert.AssertionError({ message: `${what} not reached within ${timeout} ms` })), timeout);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/**
  * The arguments of `emitter`'s next `event` (events.once: an 'error' event
  * rejects); fails (AssertionError) after `timeout` ms (default 10 s) without
  * one.

@@ -112,9 +112,9 @@ test('library <-> C, both directions, one connection: a server in Node, fd-peer 
   const server = await UnixServer.listen(sock, { type: 'seqpacket' });
   scope.defer(() => server.close());
   const send = c(['send', '--connect', sock, '--type', 'seqpacket', '--data', 'hi', ...files]);
-  const conn = await server.accept();
+  const conn = await server.accept({ timeout: 10_000 });
   scope.defer(() => conn.close());
-  const msg = await conn.receive();
+  const msg = await conn.receive({ timeout: 10_000 });
   assert.equal(msg.text(), 'hi');
   assert.deepEqual(msg.fds.map((f) => fileId(f.fd)), files.map((f) => fileId(f)));
   msg.close();

@@ -16,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import nodeGypBuild = require('node-gyp-build');
 import { trackFds, type Scope } from '../helpers/scope';
 import { tmpDir } from '../helpers/files';
 import { childEnv } from '../helpers/process';
@@ -143,7 +144,8 @@ function installedCopy(scope: Scope, prebuilds: Record<string, string>): string 
   return path.join(dir, 'dist', 'src');
 }
 
-const BUILT = path.join(ROOT, 'build', 'Release', 'fdpass.node');
+/** The addon this process runs (build/Release, or a prebuilt one). */
+const BUILT = nodeGypBuild.path(ROOT);
 const HERE = `${process.platform}-${process.arch}`;
 
 test('with no build/, the prebuilt addon for this platform and architecture is loaded (node-gyp-build)', async (t) => {
