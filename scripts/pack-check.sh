@@ -74,7 +74,7 @@ install "$a" "$tgz" "$work"/deps/*.tgz
 run "$a" node roundtrip.cjs
 run "$a" node roundtrip.mjs
 run "$a" node node_modules/typescript/bin/tsc -p tsconfig.json
-run "$a" node out/roundtrip.mjs
+run "$a" node roundtrip-ts.mjs
 # The module surface: the entries and ./package.json, nothing deeper.
 run "$a" node -e "
   const assert = require('node:assert/strict');
