@@ -35,11 +35,14 @@ const DETAILS: Record<Command, string> = {
   send: `Opens each FILE and sends all their fds in one message (at most 253), then prints
 {"sent":{"data","files","fds"}}.
 FILEs are opened read-only: the receiver can read through them, not write.
-  --write   opens them read-write (for recv --write, say)
-  --create  also creates a FILE that does not exist (mode 0666 less the umask);
-            implies --write. It is created only once there is a peer: after
-            --connect has connected, or a peer has connected to --listen, never
-            before; a failed connect leaves nothing behind.
+  --data TEXT     the message's bytes (none by default; a raw stream sends 'X': it needs a
+                  byte to carry the fds)
+  --credentials   attaches this process's pid, uid and gid (SCM_CREDENTIALS)
+  --write         opens them read-write (for recv --write, say)
+  --create        also creates a FILE that does not exist (mode 0666 less the umask);
+                  implies --write. It is created only once there is a peer: after
+                  --connect has connected, or a peer has connected to --listen, never
+                  before; a failed connect leaves nothing behind.
 ${ADDRESSES}`,
   recv: `Prints one JSON line per message: {"data", "fds":[{"fd","kind","target"}], "credentials"?}.
   --write adds "wrote" to each fd, --read adds "read" (files only, else null); an fd that fails
