@@ -123,7 +123,7 @@ const ROOT = path.join(__dirname, '..', '..');
  * The addon, as node-gyp-build finds it: a build from source
  * (build/Release, made by the install script where no prebuilt binary
  * fits) first, else the prebuilt binary for this platform, architecture
- * and libc (prebuilds/linux-x64/fdpass.napi.glibc.node, ...).
+ * and libc (prebuilds/linux-x64/fdpass.glibc.node, ...).
  */
 function load(): NativeBinding {
   checkRuntime();

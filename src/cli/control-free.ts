@@ -2,21 +2,21 @@
  * `fdpass serve` makes sure its control socket is free before it binds a
  * listener or starts a worker: a second serve with the same control socket
  * (two with the default one, say) is refused at once, rather than after its
- * listeners were bound and its workers started. The check is a bind of the
- * path, let go at once (bind.ts decides: a stale socket file of this uid is
- * replaced, a live one or another uid's is EADDRINUSE). A serve that starts
- * in between still loses, at its own bind later.
+ * listeners were bound and its workers started. In use means that something
+ * listens there: a connect() is answered (or is refused for being of
+ * another socket type). Nothing there, or a socket file nobody listens on
+ * (bind.ts replaces a stale one of ours), is free; anything else is left to
+ * the control socket's own bind() to report. A serve that starts in between
+ * still loses, at that bind().
  */
-import { UnixServer } from '../socket/server';
+import { UnixSocket } from '../socket/socket';
 
 export async function checkControlFree(file: string): Promise<void> {
-  let probe: UnixServer;
   try {
-    probe = await UnixServer.listen(file, { type: 'seqpacket', mode: 0o600 });
+    (await UnixSocket.connect(file, { type: 'seqpacket' })).close();
   } catch (err) {
-    if ((err as { code?: string }).code !== 'EADDRINUSE') throw err;
-    throw Object.assign(new Error(`control socket ${file} is in use (another fdpass serve?): ` +
-      'give this one its own --control PATH'), { code: 'EADDRINUSE', cause: err });
+    if ((err as { code?: string }).code !== 'EPROTOTYPE') return;
   }
-  await probe.close();
+  throw Object.assign(new Error(`control socket ${file} is in use (another fdpass serve?): ` +
+    'give this one its own --control PATH'), { code: 'EADDRINUSE' });
 }
