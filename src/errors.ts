@@ -43,9 +43,37 @@ export function check(ret: number, syscall: string, path?: string): number {
   return ret;
 }
 
+/**
+ * Every code an FdpassError has (`FdpassError['code']`); each subclass
+ * narrows it to its own. Stable: a code is never renamed or reused.
+ */
+export type FdpassErrorCode =
+  | 'FDPASS_ERR_SOCKET_CLOSED' | 'FDPASS_ERR_CONTROL_TRUNCATED' | 'FDPASS_ERR_MESSAGE_TRUNCATED'
+  | ProtocolErrorCode
+  | 'FDPASS_ERR_PEER_REFUSED' | 'FDPASS_ERR_SOCKET_FILE_REPLACED' | 'FDPASS_ERR_TIMEOUT'
+  | 'FDPASS_ERR_REMOTE' | 'FDPASS_ERR_CHANNEL_MESSAGE' | 'FDPASS_ERR_NO_HANDLER'
+  | 'FDPASS_ERR_UNSUPPORTED_RUNTIME' | 'FDPASS_ERR_ADDON_LOAD'
+  | ServeConfigErrorCode | 'FDPASS_ERR_WORKER_START' | 'FDPASS_ERR_UNTRUSTED_DIR'
+  | 'FDPASS_ERR_TAKEOVER' | 'FDPASS_ERR_UPGRADE';
+
+/** The codes of a ProtocolError: the peer broke the framing or a message
+ * rule (PROTOCOL), or a limit this side set (UNEXPECTED_FDS, FD_FLOOD). */
+export type ProtocolErrorCode = 'FDPASS_ERR_PROTOCOL' | 'FDPASS_ERR_UNEXPECTED_FDS' | 'FDPASS_ERR_FD_FLOOD';
+
+/** The codes of a ServeConfigError (see there). */
+export type ServeConfigErrorCode =
+  | 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_BAD_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP'
+  | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER'
+  | 'FDPASS_ERR_NO_SUCH_USER' | 'FDPASS_ERR_NO_SUCH_GROUP' | 'FDPASS_ERR_CANNOT_SWITCH_USER';
+
+/** The codes of the TypeError and RangeError thrown for bad arguments. */
+export type ArgErrorCode =
+  | 'FDPASS_ERR_INVALID_ARG' | 'FDPASS_ERR_INVALID_FD' | 'FDPASS_ERR_TOO_MANY_FDS'
+  | 'FDPASS_ERR_PATH_TOO_LONG' | 'FDPASS_ERR_UNSUPPORTED';
+
 export class FdpassError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  readonly code: FdpassErrorCode;
+  constructor(code: FdpassErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
@@ -54,6 +82,7 @@ export class FdpassError extends Error {
 
 /** The socket was closed (by us) before or while the operation ran. */
 export class SocketClosedError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_SOCKET_CLOSED';
   constructor(what = 'socket is closed', options?: { cause?: unknown }) {
     super('FDPASS_ERR_SOCKET_CLOSED', what, options);
   }
@@ -63,6 +92,7 @@ export class SocketClosedError extends FdpassError {
  * for the fds (RLIMIT_NOFILE) or the buffer was short. The fds that did
  * arrive were closed. */
 export class ControlTruncatedError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_CONTROL_TRUNCATED';
   readonly received: number;
   /** The message's bytes, which arrived whole (only fds were lost), so that
    * a consumer can tell which message failed: a Channel fails the request
@@ -80,6 +110,7 @@ export class ControlTruncatedError extends FdpassError {
 
 /** A datagram or packet was larger than the receive buffer (MSG_TRUNC). */
 export class MessageTruncatedError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_MESSAGE_TRUNCATED';
   readonly size: number;
   constructor(size: number, limit: number) {
     super('FDPASS_ERR_MESSAGE_TRUNCATED',
@@ -110,8 +141,9 @@ export type ProtocolReason =
  * set, with codes of their own; `instanceof ProtocolError` holds for all of
  * them. */
 export class ProtocolError extends FdpassError {
+  declare readonly code: ProtocolErrorCode;
   readonly reason: ProtocolReason;
-  constructor(reason: ProtocolReason, message: string, code = 'FDPASS_ERR_PROTOCOL', options?: { cause?: unknown }) {
+  constructor(reason: ProtocolReason, message: string, code: ProtocolErrorCode = 'FDPASS_ERR_PROTOCOL', options?: { cause?: unknown }) {
     super(code, `protocol error: ${message}`, options);
     this.reason = reason;
   }
@@ -124,6 +156,7 @@ export class ProtocolError extends FdpassError {
  * the connection is closed (a datagram socket drops just that datagram).
  */
 export class UnexpectedFdsError extends ProtocolError {
+  declare readonly code: 'FDPASS_ERR_UNEXPECTED_FDS';
   /** fds that arrived with the message (the peer may have sent more). */
   readonly received: number;
   readonly limit: number;
@@ -141,6 +174,7 @@ export class UnexpectedFdsError extends ProtocolError {
  * datagram socket drops the datagrams over the cap instead).
  */
 export class FdFloodError extends ProtocolError {
+  declare readonly code: 'FDPASS_ERR_FD_FLOOD';
   readonly limit: number;
   /** fds closed unread because of the flood. */
   readonly closed: number;
@@ -161,6 +195,7 @@ export type ChannelDecodeProblem = 'short' | 'version' | 'kind' | 'type-length' 
 /** A channel message that does not decode: reason 'bad-channel-message',
  * and `problem` says which rule it broke. The channel is closed. */
 export class ChannelDecodeError extends ProtocolError {
+  declare readonly code: 'FDPASS_ERR_PROTOCOL';
   readonly problem: ChannelDecodeProblem;
   constructor(problem: ChannelDecodeProblem, message: string) {
     super('bad-channel-message', `bad channel message: ${message}`);
@@ -170,6 +205,7 @@ export class ChannelDecodeError extends ProtocolError {
 
 /** A peer that the allow-list refused. */
 export class PeerRefusedError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_PEER_REFUSED';
   constructor(message: string) {
     super('FDPASS_ERR_PEER_REFUSED', message);
   }
@@ -182,6 +218,7 @@ export class PeerRefusedError extends FdpassError {
  * removed, and the socket was closed.
  */
 export class SocketFileReplacedError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_SOCKET_FILE_REPLACED';
   readonly path: string;
   constructor(path: string, found: string) {
     super('FDPASS_ERR_SOCKET_FILE_REPLACED',
@@ -193,6 +230,7 @@ export class SocketFileReplacedError extends FdpassError {
 
 /** A wait ran out of time. */
 export class TimeoutError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_TIMEOUT';
   constructor(message: string) {
     super('FDPASS_ERR_TIMEOUT', message);
   }
@@ -200,6 +238,7 @@ export class TimeoutError extends FdpassError {
 
 /** The channel peer answered a request with an error. */
 export class RemoteError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_REMOTE';
   readonly remoteCode: string | undefined;
   constructor(message: string, remoteCode?: string) {
     super('FDPASS_ERR_REMOTE', message);
@@ -209,6 +248,7 @@ export class RemoteError extends FdpassError {
 
 /** The channel got a message of a type nobody handles, or of a bad shape. */
 export class ChannelMessageError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_CHANNEL_MESSAGE';
   constructor(message: string) {
     super('FDPASS_ERR_CHANNEL_MESSAGE', message);
   }
@@ -218,6 +258,7 @@ export class ChannelMessageError extends FdpassError {
  * with (the requester sees it as a RemoteError whose remoteCode is this
  * code). */
 export class NoHandlerError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_NO_HANDLER';
   readonly type: string;
   constructor(type: string) {
     super('FDPASS_ERR_NO_HANDLER', `no handler for '${type}'`);
@@ -226,16 +267,23 @@ export class NoHandlerError extends FdpassError {
 }
 
 /** This runtime cannot run fdpass (not Linux, Node.js too old, a runtime
- * whose Node-API or libuv the addon cannot use). Thrown at load. */
+ * whose Node-API or libuv the addon cannot use: Bun, Deno). Thrown at load
+ * (runtime.ts), before the addon is loaded. */
 export class UnsupportedRuntimeError extends FdpassError {
-  constructor(message: string) {
+  declare readonly code: 'FDPASS_ERR_UNSUPPORTED_RUNTIME';
+  /** What was refused: 'bun', 'deno', 'node' (too old), or the platform
+   * ('darwin', ...). */
+  readonly runtime: string;
+  constructor(message: string, runtime: string) {
     super('FDPASS_ERR_UNSUPPORTED_RUNTIME', message);
+    this.runtime = runtime;
   }
 }
 
 /** The native addon could not be loaded (not built, or built for another
  * platform); `cause` is the loader's error. */
 export class AddonLoadError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_ADDON_LOAD';
   constructor(message: string, options?: { cause?: unknown }) {
     super('FDPASS_ERR_ADDON_LOAD', message, options);
   }
@@ -251,9 +299,8 @@ export class AddonLoadError extends FdpassError {
  * CANNOT_SWITCH_USER (the primary is not root, so its workers cannot run as
  * another user). */
 export class ServeConfigError extends FdpassError {
-  constructor(code: 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_BAD_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP' | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER'
-    | 'FDPASS_ERR_NO_SUCH_USER' | 'FDPASS_ERR_NO_SUCH_GROUP' | 'FDPASS_ERR_CANNOT_SWITCH_USER',
-    message: string, options?: { cause?: unknown }) {
+  declare readonly code: ServeConfigErrorCode;
+  constructor(code: ServeConfigErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, message, options);
   }
 }
@@ -261,6 +308,7 @@ export class ServeConfigError extends FdpassError {
 /** A worker of `fdpass serve` did not become ready (it exited, was too
  * slow, or could not be spawned). */
 export class WorkerStartError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_WORKER_START';
   readonly slot: number;
   constructor(slot: number, pid: number | undefined, reason: string) {
     super('FDPASS_ERR_WORKER_START', `worker ${slot} (pid ${pid}) failed to start: ${reason}`);
@@ -273,6 +321,7 @@ export class WorkerStartError extends FdpassError {
  * another uid, or writable by group or others. Whoever can write there can
  * put a socket of their own in its place. */
 export class UntrustedDirectoryError extends FdpassError {
+  declare readonly code: 'FDPASS_ERR_UNTRUSTED_DIR';
   readonly path: string;
   constructor(path: string, problems: readonly string[]) {
     super('FDPASS_ERR_UNTRUSTED_DIR', `control directory ${path} is ${problems.join(' and ')}: refusing it`);
@@ -309,8 +358,8 @@ export class UpgradeError extends FdpassError {
 }
 
 type ArgErrorCtor = typeof TypeError | typeof RangeError;
-function argError(Ctor: ArgErrorCtor, code: string, message: string): Error & { code: string } {
-  const e = new Ctor(message) as Error & { code: string };
+function argError(Ctor: ArgErrorCtor, code: ArgErrorCode, message: string): Error & { code: ArgErrorCode } {
+  const e = new Ctor(message) as Error & { code: ArgErrorCode };
   e.code = code;
   return e;
 }

@@ -1,11 +1,16 @@
+/// <reference types="node" preserve="true" />
 /**
  * fdpass: pass open file descriptors between processes over Unix domain
  * sockets (sendmsg(2)/recvmsg(2) with SCM_RIGHTS and SCM_CREDENTIALS, unix(7)).
+ *
+ * The reference above (kept in index.d.ts: preserve) brings Node.js's types
+ * (@types/node) into any TypeScript program that imports fdpass, whatever
+ * its `types` setting: the declarations use Buffer, EventEmitter and such.
  */
 export { UnixSocket } from './socket/socket';
-export type { SocketOptions, OutgoingMessage, ReceiveOptions, ConnectOptions, DatagramOptions, SocketType } from './socket/socket';
+export type { SocketOptions, OutgoingMessage, ReceiveOptions, ConnectOptions, DatagramOptions, SocketType, UnixSocketEvents } from './socket/socket';
 export { UnixServer } from './socket/server';
-export type { ServerOptions, AllowList, AcceptOptions } from './socket/server';
+export type { ServerOptions, AllowList, AcceptOptions, UnixServerEvents } from './socket/server';
 export { Message } from './socket/message';
 export { Fd, fdNumber, kindOf } from './socket/fd';
 export type { FdLike, FdKind } from './socket/fd';
@@ -15,11 +20,15 @@ export {
   FdpassError, SocketClosedError, ControlTruncatedError, MessageTruncatedError, ProtocolError,
   UnexpectedFdsError, FdFloodError,
   PeerRefusedError, TimeoutError, RemoteError, ChannelMessageError, ChannelDecodeError, NoHandlerError, errnoError,
+  SocketFileReplacedError, UnsupportedRuntimeError, AddonLoadError, ServeConfigError, WorkerStartError, UntrustedDirectoryError,
   TakeoverError, UpgradeError,
 } from './errors';
-export type { ErrnoError, ProtocolReason, ChannelDecodeProblem, TakeoverReason } from './errors';
+export type {
+  ErrnoError, ProtocolReason, ChannelDecodeProblem, FdpassErrorCode, ProtocolErrorCode, ServeConfigErrorCode, ArgErrorCode,
+  TakeoverReason,
+} from './errors';
 export { Channel, withFds, ReplyWithFds, CHANNEL_FD_ENV } from './channel/channel';
-export type { ChannelMessage, RequestOptions, Handler, HandlerOptions, ChannelOptions } from './channel/channel';
+export type { ChannelMessage, RequestOptions, Handler, HandlerOptions, ChannelOptions, ChannelEvents } from './channel/channel';
 export { encodeChannel, decodeChannel } from './channel/codec';
 export { Primary, STRATEGIES } from './serve/primary';
 export type { PrimaryOptions, Strategy, Status, WorkerStatus, LogEvent, TakeoverOptions, TakeoverInfo } from './serve/primary';

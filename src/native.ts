@@ -2,11 +2,15 @@
  * Loads the addon and describes exactly what it exports. Every function
  * returns a number >= 0 or a negative errno (see native/fdpass.h); turning
  * those into errors is the caller's job (errors.ts). A runtime the addon
- * cannot serve is refused here, at load, with UnsupportedRuntimeError; an
- * addon that will not load is an AddonLoadError whose `cause` is require()'s.
+ * cannot serve is refused before it is loaded (runtime.ts); an addon that
+ * is missing or will not load is an AddonLoadError whose `cause` is
+ * node-gyp-build's or require()'s error.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AddonLoadError, UnsupportedRuntimeError } from './errors';
+import nodeGypBuild = require('node-gyp-build');
+import { AddonLoadError } from './errors';
+import { checkRuntime } from './runtime';
 
 export interface NativeConstants {
   readonly SOCK_STREAM: number;
@@ -126,24 +130,45 @@ export interface NativeBinding {
   readonly constants: NativeConstants;
 }
 
+/** The package's root: the directory of package.json, binding.gyp and prebuilds/. */
+const ROOT = path.join(__dirname, '..', '..');
+
+/**
+ * The addon, as node-gyp-build finds it: a build from source
+ * (build/Release, made by the install script where no prebuilt binary
+ * fits) first, else the prebuilt binary for this platform, architecture
+ * and libc (prebuilds/linux-x64/fdpass.glibc.node, ...).
+ */
 function load(): NativeBinding {
-  if (process.platform !== 'linux') {
-    throw new UnsupportedRuntimeError(`fdpass supports Linux only (this is ${process.platform})`);
+  checkRuntime();
+  let file: string;
+  try {
+    file = nodeGypBuild.path(ROOT);
+  } catch (err) {
+    throw new AddonLoadError(missing(), { cause: err });
   }
-  const major = Number(process.versions.node.split('.')[0]);
-  if (major < 20) {
-    throw new UnsupportedRuntimeError(`fdpass needs Node.js >= 20 (this is ${process.version})`);
-  }
-  const file = path.join(__dirname, '..', '..', 'build', 'Release', 'fdpass.node');
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require(file) as NativeBinding;
   } catch (err) {
-    // No "fdpass: " prefix: the CLI puts it in front of every message.
-    throw new AddonLoadError(
-      `cannot load the native addon ${file}: ${(err as Error).message}. ` +
-      'It is built by `npm ci` (node-gyp, needs g++, make and python3).', { cause: err });
+    throw new AddonLoadError(`cannot load the native addon ${file}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** What to say when no addon fits: which prebuilt ones there are, and how
+ * to build one. No "fdpass: " prefix: the CLI puts it in front of every
+ * message. */
+function missing(): string {
+  let prebuilt: string[] = [];
+  try {
+    prebuilt = fs.readdirSync(path.join(ROOT, 'prebuilds')).sort();
+  } catch {
+    // none: a clone of the repository
+  }
+  const have = prebuilt.length ? `prebuilt ones are for ${prebuilt.join(', ')} (glibc) only, and ` : '';
+  return `no native addon for ${process.platform}-${process.arch}: ${have}none was built from source ` +
+    '(`npm rebuild fdpass` builds one, as `npm ci` does in a clone of the repository; ' +
+    'it needs python3, make, a C/C++ compiler and the Node.js headers)';
 }
 
 export const native: NativeBinding = load();

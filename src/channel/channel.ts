@@ -93,7 +93,15 @@ export interface ChannelOptions {
 /** Environment variable naming the inherited channel fd in a child. */
 export const CHANNEL_FD_ENV = 'FDPASS_CHANNEL_FD';
 
-export class Channel extends EventEmitter {
+/** The events of a Channel and their listeners' arguments. */
+export interface ChannelEvents {
+  /** A post that no handler took (the listener owns its fds). */
+  message: [message: ChannelMessage];
+  error: [error: Error];
+  close: [];
+}
+
+export class Channel extends EventEmitter<ChannelEvents> {
   readonly socket: UnixSocket;
   #nextId = 1;
   #pending = new Map<number, PendingRequest>();
@@ -242,7 +250,7 @@ export class Channel extends EventEmitter {
       f = decodeChannel(m.data);
     } catch (err) {
       m.close();
-      this.emit('error', err); // a ChannelDecodeError: what was wrong, for people and programs
+      this.emit('error', err as Error); // a ChannelDecodeError: what was wrong, for people and programs
       this.close();
       return;
     }
@@ -285,7 +293,7 @@ export class Channel extends EventEmitter {
       void this.#run(handler, msg).then((r) => {
         if (r instanceof ReplyWithFds) releaseFds(r);
       }, (err: unknown) => {
-        if (!this.#closed) this.emit('error', err);
+        if (!this.#closed) this.emit('error', err as Error);
       }).finally(() => m.close());
     } else if (this.listenerCount('message') > 0) {
       try {
@@ -335,7 +343,7 @@ export class Channel extends EventEmitter {
       sent = this.#send(Kind.ErrorReply, id, type, errorReply(err));
     }
     sent.catch((err: unknown) => {
-      if (!this.#closed) this.emit('error', err);
+      if (!this.#closed) this.emit('error', err as Error);
     });
   }
 

@@ -23,6 +23,7 @@ import { UsageError, cliAddress } from './args';
 import { upgradeArgs } from '../serve/upgrade';
 import { asSystemError } from '../errors';
 import { prepareControlDir } from '../serve/control-path';
+import { checkControlFree } from './control-free';
 
 const DEV_CERT = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.crt');
 const DEV_KEY = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.key');
@@ -92,8 +93,10 @@ export async function serve(args: string[]): Promise<void> {
     : { path: cliAddress(values.takeover), signal: signal as NodeJS.Signals | undefined, timeout: takeoverTimeout };
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
-  // An untrusted default control directory is refused before anything starts.
+  // An untrusted default control directory, or a control socket in use, is
+  // refused before anything starts.
   prepareControlDir(values.control ?? defaultControlPath());
+  await checkControlFree(values.control ?? defaultControlPath());
 
   // The certificate and key are read (and checked) by Primary.start, as are
   // the user and group: an error there starts nothing.

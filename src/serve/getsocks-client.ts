@@ -98,7 +98,7 @@ async function nextRead(sock: UnixSocket, deadline: number, dec: GetsocksDecoder
   try {
     return await sock.receive({ timeout: Math.max(1, deadline - Date.now()) });
   } catch (err) {
-    const code = (err as FdpassError).code;
+    const code: string | undefined = (err as { code?: string }).code;
     const sofar = dec.count === null ? 'before the count' : `with ${dec.fds} of ${dec.count} fds`;
     if (code === 'FDPASS_ERR_TIMEOUT') {
       throw new TakeoverError('timeout', `${where}: no complete answer to _getsocks within ${timeout} ms (${sofar})`, { cause: err });

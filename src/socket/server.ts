@@ -26,6 +26,7 @@ import { Acceptor } from './acceptor';
 import { adoptSocket } from './adopt';
 import { compileAllow, type AllowCheck, type AllowList } from './allow';
 import { listenUnix, unlinkIfOurs } from './bind';
+import type { Credentials } from './frame';
 import { closeFd } from './fd';
 import { Inbox, type WaitOptions } from './inbox';
 import { resolveOptions, typeName, typeNumber, type SocketOptions, type SocketType } from './options';
@@ -55,7 +56,19 @@ export type AcceptOptions = WaitOptions;
 const CRED = new Int32Array(3);
 const closeSocket = (s: UnixSocket) => s.close();
 
-export class UnixServer extends EventEmitter {
+/** The events of a UnixServer and their listeners' arguments. */
+export interface UnixServerEvents {
+  /** An accepted connection, for 'connection' listeners (while there are
+   * any, accept() and the iterator get none); the listener owns it. */
+  connection: [socket: UnixSocket];
+  /** A peer that `allow` refused; its connection was closed unread. */
+  refused: [peer: Credentials, error: PeerRefusedError];
+  /** accept(2) failed (EMFILE, say); the server keeps listening. */
+  error: [error: Error];
+  close: [];
+}
+
+export class UnixServer extends EventEmitter<UnixServerEvents> {
   readonly address: string;
   readonly type: SocketType;
   readonly #fd: number;
@@ -172,7 +185,7 @@ export class UnixServer extends EventEmitter {
       this.#inbox.push(new UnixSocket(fd, this.type, this.#options));
     } catch (err) {
       closeFd(fd);
-      this.emit('error', err);
+      this.emit('error', err as Error);
     }
   }
 

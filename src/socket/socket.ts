@@ -42,7 +42,22 @@ export type ReceiveOptions = WaitOptions;
 
 const closeMessage = (m: Message) => m.close();
 
-export class UnixSocket extends EventEmitter {
+/** The events of a UnixSocket and their listeners' arguments. */
+export interface UnixSocketEvents {
+  /** A message, for 'message' listeners (while there are any, receive() and
+   * the iterator get none); the listener owns its fds. */
+  message: [message: Message];
+  /** A datagram from a sender that `allow` refuses (undefined: one that
+   * came without credentials); its fds were closed. */
+  refused: [peer: Credentials | undefined, error: PeerRefusedError];
+  /** The peer closed its end; every message before it was handed out. */
+  end: [];
+  /** The socket was closed: by close(), after EOF, or after an error. */
+  close: [];
+  error: [error: Error];
+}
+
+export class UnixSocket extends EventEmitter<UnixSocketEvents> {
   /** SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM. */
   readonly type: SocketType;
   /** Stream without framing. */

@@ -13,6 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
 import { CLI, FIXTURES } from './paths';
+import { inReadableCopy, readableNode } from './readable-copy';
 import { onCleanup, type Deferrer } from './scope';
 import { waitFor } from './wait';
 
@@ -28,7 +29,9 @@ export interface ChildResult {
 export interface ChildOptions {
   /** Run through this command first (e.g. systemd-socket-activate ...); it must exec. */
   prefix?: readonly string[];
-  /** Run as this uid/gid (via setpriv, supplementary groups cleared). */
+  /** Run as this uid/gid (via setpriv, supplementary groups cleared). As
+   * another uid than ours, Node.js and the repository's files come from the
+   * world-readable copy (readable-copy.ts): see asOtherUid(). */
   uid?: number;
   gid?: number;
   /** RLIMIT_NOFILE (soft and hard), via prlimit. */
@@ -45,6 +48,8 @@ export interface ChildOptions {
   owner?: Deferrer;
   /** How errors name it (default: the command line). */
   label?: string;
+  /** Working directory (default: this process's). */
+  cwd?: string;
 }
 
 /**
@@ -59,9 +64,16 @@ export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return env;
 }
 
-/** `argv` run through prlimit, then setpriv, then `prefix`; each execs the next. */
+/** Whether the child runs as a uid other than ours. */
+function asOtherUid(o: { uid?: number }): boolean {
+  return o.uid !== undefined && o.uid !== process.getuid!();
+}
+
+/** `argv` run through prlimit, then setpriv, then `prefix`; each execs the
+ * next. A Node child of another uid runs the Node.js binary it can reach. */
 function wrapArgv(argv: readonly string[], o: ChildOptions): string[] {
   let out = [...argv];
+  if (asOtherUid(o) && out[0] === process.execPath) out[0] = readableNode();
   if (o.nofile !== undefined) out = ['prlimit', `--nofile=${o.nofile}:${o.nofile}`, '--', ...out];
   if (o.uid !== undefined || o.gid !== undefined) {
     const uid = o.uid ?? process.getuid!();
@@ -91,7 +103,7 @@ export class Child {
   constructor(argv: readonly string[], o: ChildOptions = {}) {
     const full = wrapArgv(argv, o);
     this.label = o.label ?? argv.join(' ');
-    this.process = spawn(full[0]!, full.slice(1), { stdio: [o.stdin ?? 'ignore', 'pipe', 'pipe', ...(o.fds ?? [])], env: o.env ?? childEnv() });
+    this.process = spawn(full[0]!, full.slice(1), { stdio: [o.stdin ?? 'ignore', 'pipe', 'pipe', ...(o.fds ?? [])], env: o.env ?? childEnv(), cwd: o.cwd });
     this.pid = this.process.pid!;
     this.process.on('error', (err) => this.#append('stderr', `\n[${full[0]}: ${err.message}]\n`));
     this.process.stdin?.on('error', () => {}); // the child may exit without reading
@@ -216,11 +228,22 @@ export class NodeChild extends Child {
       `stderr:\n${r.stderr}\nstdout:\n${r.stdout}`);
   }
 
-  /** The next JSON line from the child's stdout. */
-  next<T = Record<string, unknown>>(): Promise<T> {
+  /** The next JSON line from the child's stdout; fails after `timeout` ms
+   * without one (the child keeps running). */
+  next<T = Record<string, unknown>>(timeout = 15_000): Promise<T> {
     if (this.#reports.length > 0) return Promise.resolve(this.#reports.shift() as T);
     if (this.result) return Promise.reject(this.#died());
-    return new Promise<unknown>((resolve, reject) => this.#wanted.push({ resolve, reject })) as Promise<T>;
+    return new Promise<unknown>((resolve, reject) => {
+      const w = {
+        resolve: (v: unknown) => { clearTimeout(timer); resolve(v); },
+        reject: (e: Error) => { clearTimeout(timer); reject(e); },
+      };
+      const timer = setTimeout(() => {
+        this.#wanted.splice(this.#wanted.indexOf(w), 1);
+        reject(new Error(`no report from ${this.label} within ${timeout} ms\nstderr:\n${this.stderr}\nstdout:\n${this.stdout}`));
+      }, timeout);
+      this.#wanted.push(w);
+    }) as Promise<T>;
   }
 
   /** Writes one JSON line to the child's stdin. */
@@ -244,11 +267,13 @@ export class NodeChild extends Child {
  * `options.timeout` (default 20 s).
  */
 export function spawnNode(script: string, args: readonly string[] = [], options: SpawnNodeOptions = {}): NodeChild {
-  const file = path.isAbsolute(script) ? script : path.join(FIXTURES, script);
+  let file = path.isAbsolute(script) ? script : path.join(FIXTURES, script);
+  if (asOtherUid(options)) file = inReadableCopy(file);
   return new NodeChild(file, args, { ...options, timeout: options.timeout ?? 20_000 });
 }
 
 /** Runs the fdpass CLI (any command) to completion, in this process's environment; SIGKILL after `timeout` (default 10 s). */
 export function runCli(args: readonly string[], options: { uid?: number; gid?: number; timeout?: number } = {}): Promise<ChildResult> {
-  return new Child([process.execPath, CLI, ...args], { ...options, timeout: options.timeout ?? 10_000, env: process.env, label: `fdpass ${args.join(' ')}` }).exited;
+  const cli = asOtherUid(options) ? inReadableCopy(CLI) : CLI;
+  return new Child([process.execPath, cli, ...args], { ...options, timeout: options.timeout ?? 10_000, env: process.env, label: `fdpass ${args.join(' ')}` }).exited;
 }

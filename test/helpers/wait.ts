@@ -7,7 +7,7 @@
  * No node:test import: fixture scripts and the long runs use this too.
  */
 import * as assert from 'node:assert/strict';
-import type { EventEmitter } from 'node:events';
+import { once, type EventEmitter } from 'node:events';
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((res) => setTimeout(res, ms));
@@ -43,6 +43,34 @@ export async function waitFor<T>(probe: () => T | undefined | null | false | Pro
       assert.fail(`${o.what ?? 'condition'} not reached within ${timeout} ms${detail ? `; ${detail}` : ''}`);
     }
     await pause(Math.min(o.interval ?? 10, Math.max(1, deadline - Date.now())), o.wakeOn);
+  }
+}
+
+/**
+ * `p`, or an AssertionError naming `what` if it has not settled within
+ * `timeout` ms: a deadline for a wait that has none of its own (a promise
+ * built on an event that events.once would not do, say).
+ */
+export function within<T>(p: Promise<T>, timeout: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new assert.AssertionError({ message: `${what} not reached within ${timeout} ms` })), timeout);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The arguments of `emitter`'s next `event` (events.once: an 'error' event
+ * rejects); fails (AssertionError) after `timeout` ms (default 10 s) without
+ * one.
+ */
+export async function nextEvent<T extends unknown[] = unknown[]>(emitter: EventEmitter, event: string, o: { timeout?: number; what?: string } = {}): Promise<T> {
+  const timeout = o.timeout ?? 10_000;
+  try {
+    return await once(emitter, event, { signal: AbortSignal.timeout(timeout) }) as T;
+  } catch (err) {
+    if ((err as Error).name !== 'AbortError') throw err;
+    return assert.fail(`${o.what ?? `'${event}' event`} not reached within ${timeout} ms`);
   }
 }
 

@@ -5,7 +5,6 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { once } from 'node:events';
 import { test } from 'node:test';
 import { Channel, UnixServer, UnixSocket, encodeChannel, decodeChannel, type ChannelMessage } from '../../src';
 import { Kind } from '../../src/channel/codec';
@@ -13,12 +12,13 @@ import { trackFds } from '../helpers/scope';
 import { tmpDir, fileId } from '../helpers/files';
 import { FIXTURES } from '../helpers/paths';
 import { Child, childEnv } from '../helpers/process';
+import { nextEvent, within } from '../helpers/wait';
 
 const PEER = path.join(FIXTURES, 'channel-peer.js');
 
 function spawnPeer() {
   const { child, channel } = Channel.spawn(process.execPath, [PEER, 'child'], { stdio: ['ignore', 'inherit', 'inherit'], env: childEnv() });
-  const exited = once(child, 'exit');
+  const exited = nextEvent(child, 'exit', { timeout: 20_000 });
   return { child, channel, exited };
 }
 
@@ -85,7 +85,7 @@ test('unrelated processes: a channel over a named stream socket', async (t) => {
   scope.defer(() => server.close());
   const child = new Child([process.execPath, PEER, 'connect', sock], { env: process.env });
   const exited = child.exited;
-  const conn = await server.accept();
+  const conn = await server.accept({ timeout: 10_000 });
   const channel = new Channel(conn);
   scope.defer(async () => {
     channel.close();
@@ -105,7 +105,7 @@ test('a peer sending garbage on a channel: protocol error, channel closed', asyn
   const scope = await trackFds(t);
   const [a, b] = Channel.pair();
   scope.defer(() => a.close());
-  const err = once(b, 'error');
+  const err = nextEvent(b, 'error');
   let closed = false;
   b.on('close', () => (closed = true));
   await a.socket.send({ data: 'not a channel message', fds: [0] });
@@ -158,7 +158,7 @@ test('a hostile peer cannot crash a channel: odd error-reply bodies, throwing po
   // A type that is not UTF-8 is a protocol error (its reply could not echo it).
   const bad = encodeChannel(Kind.Request, 9, 'ab', {});
   bad[8] = 0xff;
-  const closed = new Promise((res) => ch.once('close', res));
+  const closed = within(new Promise<void>((res) => ch.once('close', () => res())), 10_000, "the channel's 'close'");
   await peer.send(bad);
   await closed;
   assert.match(errors.at(-1)!.message, /bad channel message: type is not valid UTF-8/);

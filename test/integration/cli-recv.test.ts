@@ -19,6 +19,7 @@ import { trackFds } from '../helpers/scope';
 import { tmpDir } from '../helpers/files';
 import { CLI } from '../helpers/paths';
 import { Child } from '../helpers/process';
+import { nextEvent } from '../helpers/wait';
 
 /** Linux's O_PATH (fs.constants lacks it). */
 const O_PATH = 0o10000000;
@@ -49,7 +50,7 @@ test('recv --read: an O_PATH fd and a write-only fd get readError EBADF in their
   const sock = await UnixSocket.connect(sockPath);
   scope.defer(() => sock.close());
   await sock.send({ data: 'three', fds });
-  const r = await recv.exited;
+  const r = await recv.waitExit();
   assert.equal(r.code, 0, r.stderr);
   const [m] = lines(r.stdout);
   assert.equal(m!.data, 'three');
@@ -90,7 +91,7 @@ test('recv --write through a full pipe that nobody reads: gives up after its dea
   const peer = new Child(['python3', '-c', FULL_PIPE_PEER, sockPath], { owner: scope, stdin: 'pipe', timeout: 20_000, env: process.env, label: 'full-pipe peer' });
   await peer.waitOutput(/^\d+$/m, { stream: 'stdout' });
   const t0 = Date.now();
-  const r = await recv.exited;
+  const r = await recv.waitExit();
   const ms = Date.now() - t0;
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.signal, null, 'recv finished by itself, it was not killed by the test timeout');
@@ -101,7 +102,7 @@ test('recv --write through a full pipe that nobody reads: gives up after its dea
   assert.equal(m!.fds[0]!.wrote, undefined, 'nothing went into the full pipe');
   assert.ok(ms < 5000, `recv took ${ms} ms`);
   peer.process.stdin!.end();
-  const p = await peer.exited;
+  const p = await peer.waitExit();
   assert.match(p.stdout, /^blocking$/m, 'the shared open file description is blocking again, as the sender left it');
   t.diagnostic(`pipe filled with ${p.stdout.split('\n')[0]} bytes; recv answered in ${ms} ms: ${r.stdout.trim()}`);
 });
@@ -116,7 +117,7 @@ test('recv --listen --count 2: a peer that breaks the framing is reported on std
   const bad = net.connect(sockPath);
   bad.on('error', () => {}); // recv cuts it off
   scope.defer(() => bad.destroy());
-  await new Promise<void>((resolve, reject) => bad.once('connect', resolve).once('error', reject));
+  await nextEvent(bad, 'connect');
   bad.write(Buffer.alloc(16, 0xff));
   await recv.waitOutput(/FDPASS_ERR_PROTOCOL/, { stream: 'stderr' });
 
@@ -125,7 +126,7 @@ test('recv --listen --count 2: a peer that breaks the framing is reported on std
     await good.send(data);
     await good.end();
   }
-  const r = await recv.exited;
+  const r = await recv.waitExit();
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(lines(r.stdout).map((m) => m.data), ['one', 'two']);
   const errors = r.stderr.split('\n').filter((l) => l.startsWith('fdpass: peer'));

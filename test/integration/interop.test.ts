@@ -112,9 +112,9 @@ test('library <-> C, both directions, one connection: a server in Node, fd-peer 
   const server = await UnixServer.listen(sock, { type: 'seqpacket' });
   scope.defer(() => server.close());
   const send = c(['send', '--connect', sock, '--type', 'seqpacket', '--data', 'hi', ...files]);
-  const conn = await server.accept();
+  const conn = await server.accept({ timeout: 10_000 });
   scope.defer(() => conn.close());
-  const msg = await conn.receive();
+  const msg = await conn.receive({ timeout: 10_000 });
   assert.equal(msg.text(), 'hi');
   assert.deepEqual(msg.fds.map((f) => fileId(f.fd)), files.map((f) => fileId(f)));
   msg.close();
@@ -141,10 +141,11 @@ test('fdpass CLI to fdpass CLI (framed): credentials, --write, abstract address,
   const name = `@fdpass-test-${process.pid}-${Date.now()}`;
   const recv = node(['recv', '--listen', name, '--count', '2', '--write', 'W', '--read']);
   await recv.ready();
-  const s1 = node(['send', '--connect', name, '--data', 'one', '--credentials', files[0]!]);
+  // --write: recv --write writes through the fds, which send opens read-only by default.
+  const s1 = node(['send', '--connect', name, '--data', 'one', '--credentials', '--write', files[0]!]);
   const [sent] = await s1.lines;
   assert.deepEqual((sent as { sent: { files: string[] } }).sent.files, [files[0]]);
-  await node(['send', '--connect', name, '--data', 'two', files[1]!, files[2]!]).lines;
+  await node(['send', '--connect', name, '--data', 'two', '--write', files[1]!, files[2]!]).lines;
   const [m1, m2] = messages(await recv.lines) as (ReturnType<typeof messages>[number] & { credentials?: { pid: number; uid: number } })[];
   assert.equal(m1!.data, 'one');
   assert.equal(m1!.credentials!.pid, s1.child.pid);

@@ -43,26 +43,30 @@ test('address in use: another fdpass serve on the port, or the same port twice',
   assert.equal(ok.code, 0, ok.stderr);
 });
 
+/** `s` as a regular expression that matches exactly it. */
+const literal = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 test('certificates: an unreadable path and an invalid certificate are refused before anything starts', async (t) => {
   const scope = await trackFds(t);
   const dir = tmpDir(scope);
   const missing = path.join(dir, 'missing.crt');
   const r1 = await runServe(['--listen', '127.0.0.1:0,tls', '--cert', missing, '--key', DEV_KEY, '--workers', '1', '--control', path.join(dir, 'c.sock')]);
   assert.equal(r1.code, 1, r1.stderr);
-  assert.match(r1.stderr, new RegExp(`^fdpass: read ${missing.replace(/[.]/g, '\\.')}: ENOENT$`, 'm'));
+  assert.match(r1.stderr, new RegExp(`^fdpass: read ${literal(missing)}: ENOENT$`, 'm'));
 
   const bad = path.join(dir, 'bad.crt');
   fs.writeFileSync(bad, '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n');
   const r2 = await runServe(['--listen', '127.0.0.1:0,tls', '--cert', bad, '--key', DEV_KEY, '--workers', '1', '--control', path.join(dir, 'c.sock')]);
   assert.equal(r2.code, 1, r2.stderr);
-  assert.match(r2.stderr, /^fdpass: --cert \S+bad\.crt --key \S+dev-localhost\.key: invalid \(.+\): \S+$/m);
+  // The paths as they are: the repository may be cloned in a path with spaces.
+  assert.match(r2.stderr, new RegExp(`^fdpass: --cert ${literal(bad)} --key ${literal(DEV_KEY)}: invalid \\(.+\\): \\S+$`, 'm'));
 
   // A key that does not belong to the certificate.
   const otherKey = path.join(dir, 'other.key');
   fs.writeFileSync(otherKey, (await import('node:crypto')).generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
   const r3 = await runServe(['--listen', '127.0.0.1:0,tls', '--cert', DEV_CERT, '--key', otherKey, '--workers', '1', '--control', path.join(dir, 'c.sock')]);
   assert.equal(r3.code, 1, r3.stderr);
-  assert.match(r3.stderr, /^fdpass: --cert \S+ --key \S+other\.key: invalid \(.*key values mismatch.*\): \S+$/m);
+  assert.match(r3.stderr, new RegExp(`^fdpass: --cert ${literal(DEV_CERT)} --key ${literal(otherKey)}: invalid \\(.*key values mismatch.*\\): \\S+$`, 'm'));
 
   for (const r of [r1, r2, r3]) assert.deepEqual(spawnedWorkers(r), []);
   t.diagnostic(`messages: ${[r1, r2, r3].map((r) => r.stderr.trim().split('\n').pop()).join(' | ')}`);

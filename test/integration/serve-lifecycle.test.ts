@@ -83,7 +83,7 @@ test('SIGTERM under load: every established connection is answered, then connect
 
   const term = Date.now();
   s.signal('SIGTERM');
-  const result = await s.exited;
+  const result = await s.waitExit();
   await load.done;
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.signal, null);
@@ -111,7 +111,7 @@ test('SIGTERM with connections waiting in the backlog: they are accepted, handed
   const results = await Promise.allSettled(replies);
   assert.deepEqual(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)), [],
     `every connection established before the shutdown is answered\nstderr:\n${s.stderr}`);
-  const r = await s.exited;
+  const r = await s.waitExit();
   assert.equal(r.code, 0, r.stderr);
   assert.equal(s.events('stopped')[0]?.handed, N);
 });
@@ -138,7 +138,7 @@ test('SIGTERM with keep-alive connections: idle ones are closed at once, a reque
   assert.equal(reply.headers?.connection, 'close', 'the response in flight closes its connection');
   const closed = await Promise.all(conns.map((c) => c.closedByPeer));
   assert.ok(closed.every(Boolean));
-  const r = await s.exited;
+  const r = await s.waitExit();
   const ms = Date.now() - term;
   assert.equal(r.code, 0, r.stderr);
   assert.ok(ms < 2000, `shut down in ${ms} ms (an idle keep-alive connection must not hold it until its keepAliveTimeout, 5 s)`);

@@ -65,7 +65,7 @@ test('systemd: --listen systemd:NAME with no such fd is a clear start-up error',
   await s.waitOutput(/Listening on/);
   // Trigger the exec; the connection itself is dropped when fdpass exits.
   const trigger = request({ address: '', tls: false, host: '127.0.0.1', port }).catch((e: Error) => e);
-  const r = await s.exited;
+  const r = await s.waitExit();
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /fdpass: --listen systemd:nope: no such fd was passed \(LISTEN_FDS\/LISTEN_FDNAMES\): FDPASS_ERR_NO_SYSTEMD_FDS/);
   assert.ok((await trigger) instanceof Error);

@@ -7,7 +7,6 @@
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { once } from 'node:events';
 import { test } from 'node:test';
 import { UnixSocket, ProtocolError } from '../../src';
 import { Worker, WORKER_ENV, type WorkerConfig } from '../../src/serve/worker';
@@ -15,6 +14,7 @@ import { decodeWorkerMessage, encodeConns, Op } from '../../src/serve/protocol';
 import { openFds } from '../helpers/fds';
 import { trackFds } from '../helpers/scope';
 import { tmpDir } from '../helpers/files';
+import { nextEvent } from '../helpers/wait';
 
 function workerOver(tls: boolean) {
   const [mine, primary] = UnixSocket.pair({ type: 'seqpacket' });
@@ -52,7 +52,7 @@ test('a malformed message from the primary: ProtocolError, its fds closed, the b
   scope.defer(() => fs.closeSync(fd));
   const { worker, primary, close } = workerOver(false);
   scope.defer(close);
-  const error = once(worker, 'error');
+  const error = nextEvent<[Error]>(worker, 'error');
   // CONNS claiming 2 connections in 4 bytes, with one fd.
   await primary.send({ data: Buffer.from([Op.Conns, 0, 2, 0]), fds: [fd] });
   const [e] = await error;
@@ -72,9 +72,9 @@ test('a tls listener and no certificate: the connection is closed with ServeConf
   worker.serve({ main: () => assert.fail('a connection without TLS reached the app') });
   const [conn, client] = UnixSocket.pair({ type: 'stream', raw: true });
   scope.defer(() => client.close());
-  const error = once(worker, 'error');
+  const error = nextEvent<[Error & { code?: string }]>(worker, 'error');
   client.on('message', (m) => m.close());
-  const clientEnd = once(client, 'end');
+  const clientEnd = nextEvent(client, 'end');
   await primary.send({ data: encodeConns([5], [0], 1), fds: [conn.fd] });
   conn.close(); // the worker has its own copy
   const [e] = await error;

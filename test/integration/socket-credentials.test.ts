@@ -4,14 +4,13 @@
  * file mode of a path socket. Children run as nobody (uid 65534) via setpriv.
  */
 import * as assert from 'node:assert/strict';
-import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { UnixSocket, UnixServer, type Credentials, type SocketType } from '../../src';
 import { trackFds } from '../helpers/scope';
 import { openFds } from '../helpers/fds';
-import { waitFor } from '../helpers/wait';
+import { nextEvent, waitFor } from '../helpers/wait';
 import { tmpDir, openFiles, fileId } from '../helpers/files';
 import { spawnNode } from '../helpers/process';
 
@@ -90,7 +89,7 @@ test('peerCredentials(): SO_PEERCRED on both ends of a connection across users',
   const server = await UnixServer.listen(address, { mode: 0o666 });
   scope.defer(() => server.close());
   const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address })], { uid: NOBODY, gid: NOBODY, owner: scope });
-  const conn = await server.accept();
+  const conn = await server.accept({ timeout: 10_000 });
   scope.defer(() => conn.close());
   assert.deepEqual(conn.peerCredentials(), { pid: child.pid, uid: NOBODY, gid: NOBODY });
   const r = await child.next();
@@ -119,7 +118,7 @@ test('allow-list: a uid that is not allowed is refused before a byte is read, an
   server.on('connection', (s: UnixSocket) => accepted.push(s));
   scope.defer(() => accepted.forEach((s) => s.close()));
 
-  const refused = once(server, 'refused') as Promise<[Credentials, Error & { code: string }]>;
+  const refused = nextEvent<[Credentials, Error & { code: string }]>(server, 'refused');
   const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address })], { uid: NOBODY, gid: NOBODY, owner: scope });
   const [peer, err] = await refused;
   assert.deepEqual(peer, { pid: child.pid, uid: NOBODY, gid: NOBODY });
@@ -158,7 +157,7 @@ for (const type of ['stream', 'seqpacket'] as SocketType[]) {
       s.send({ data: 'secret', fds: [secret.fds[0]!] }).catch(() => {});
     });
     scope.defer(() => conns.forEach((c) => c.close()));
-    const refused = once(server, 'refused') as Promise<[Credentials]>;
+    const refused = nextEvent<[Credentials]>(server, 'refused');
     const child = spawnNode('socket-peer.js', ['connect-report', JSON.stringify({ address, type, pushFile, pushCount: 20 })],
       { uid: NOBODY, gid: NOBODY, owner: scope });
     const [peer] = await refused;

@@ -12,6 +12,7 @@ import { trackFds } from '../helpers/scope';
 import { openFds } from '../helpers/fds';
 import { tmpDir, openFiles } from '../helpers/files';
 import { spawnNode } from '../helpers/process';
+import { within } from '../helpers/wait';
 
 test('an fd that is not a number, or not an fd number, is a TypeError thrown synchronously', async (t) => {
   const scope = await trackFds(t);
@@ -79,7 +80,7 @@ test('a 107-byte path is the longest that works', async (t) => {
   assert.equal(server.address, p);
   const c = await UnixSocket.connect(p);
   scope.defer(() => c.close());
-  const s = await server.accept();
+  const s = await server.accept({ timeout: 10_000 });
   scope.defer(() => s.close());
   assert.equal(c.remoteAddress, p);
   assert.equal(s.localAddress, p);
@@ -127,7 +128,7 @@ test('send on a closed socket rejects FDPASS_ERR_SOCKET_CLOSED; close() is safe 
     assert.equal(a.closed, true);
     assert.throws(() => a.fd, { code: 'FDPASS_ERR_SOCKET_CLOSED' });
     await assert.rejects(a.send({ data: 'x', fds: files.fds }), { name: 'SocketClosedError', code: 'FDPASS_ERR_SOCKET_CLOSED' });
-    await assert.rejects(a.receive(), { code: 'FDPASS_ERR_SOCKET_CLOSED' });
+    await assert.rejects(a.receive({ timeout: 10_000 }), { code: 'FDPASS_ERR_SOCKET_CLOSED' });
     b.close();
   }
 });
@@ -157,7 +158,7 @@ for (const type of ['stream', 'seqpacket'] as SocketType[]) {
       await a.send('three');
       a.close();
       await new Promise((r) => setTimeout(r, 20)); // let EOF queue up behind the messages
-      const ended = new Promise<void>((resolve) => b.once('end', resolve));
+      const ended = within(new Promise<void>((resolve) => b.once('end', resolve)), 10_000, "b's 'end'");
       const got: string[] = [];
       if (how === 'receive') {
         for (let i = 0; i < 3; i++) {
@@ -216,7 +217,7 @@ test('listen on a live socket path: EADDRINUSE, and the live server keeps its fi
   // accepts that probe as a connection that ends at once. Skip past it.
   let probes = 0;
   for (;;) {
-    const s = await live.accept();
+    const s = await live.accept({ timeout: 10_000 });
     try {
       const m = await s.receive({ timeout: 5000 });
       assert.equal(m.text(), 'still here');
@@ -247,7 +248,7 @@ test('listen on a stale socket file left by a killed process replaces it', async
     scope.defer(() => server.close());
     const c = await UnixSocket.connect(p, { type });
     scope.defer(() => c.close());
-    const s = await server.accept();
+    const s = await server.accept({ timeout: 10_000 });
     scope.defer(() => s.close());
     await c.send('new owner');
     assert.equal((await s.receive({ timeout: 5000 })).text(), 'new owner');
@@ -283,7 +284,7 @@ test('a raw peer sending garbage to a framed stream: FDPASS_ERR_PROTOCOL, and th
 
   const raw = await UnixSocket.connect(p, { raw: true });
   scope.defer(() => raw.close());
-  const framed = await server.accept();
+  const framed = await server.accept({ timeout: 10_000 });
   scope.defer(() => framed.close());
   await raw.send({ data: 'GARBAGE, NOT A FRAME', fds: marker.fds });
   marker.close();
@@ -310,7 +311,7 @@ test('a framed peer that closes in the middle of a frame: FDPASS_ERR_PROTOCOL, f
   scope.defer(() => server.close());
   const marker = openFiles(dir, 1, scope, 'marker');
   const raw = await UnixSocket.connect(p, { raw: true });
-  const framed = await server.accept();
+  const framed = await server.accept({ timeout: 10_000 });
   scope.defer(() => framed.close());
   // A header that promises 100 bytes and one fd, then only 3 bytes.
   const header = Buffer.from([0xfd, 0, 1, 0, 100, 0, 0, 0]);

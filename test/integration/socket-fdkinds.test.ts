@@ -9,18 +9,18 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { once } from 'node:events';
 import { test } from 'node:test';
 import { UnixSocket, Fd } from '../../src';
 import { trackFds } from '../helpers/scope';
 import { tmpDir, fileId } from '../helpers/files';
+import { nextEvent } from '../helpers/wait';
 
 async function roundTrip(scope: { defer(fn: () => unknown): void }, fds: Parameters<UnixSocket['send']>[0] extends infer M ? M extends { fds?: infer F } ? F : never : never) {
   const [a, b] = UnixSocket.pair({ type: 'seqpacket' });
   scope.defer(() => a.close());
   scope.defer(() => b.close());
   await a.send({ data: 'x', fds });
-  const m = await b.receive();
+  const m = await b.receive({ timeout: 10_000 });
   scope.defer(() => m.close());
   return m;
 }
@@ -30,9 +30,9 @@ test('a net.Socket goes over and comes out as a net.Socket on the same TCP conne
   const server = net.createServer();
   await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
   scope.defer(() => new Promise((res) => server.close(res)));
-  const accepted = once(server, 'connection');
+  const accepted = nextEvent(server, 'connection');
   const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-  await once(client, 'connect');
+  await nextEvent(client, 'connect');
   const [peer] = (await accepted) as [net.Socket];
   scope.defer(() => peer.destroy());
 
@@ -41,11 +41,11 @@ test('a net.Socket goes over and comes out as a net.Socket on the same TCP conne
   client.destroy(); // ours goes; the received copy still holds the connection
   const adopted = m.fds[0]!.toSocket();
   assert.equal(m.fds[0]!.closed, true, 'ownership moved to the net.Socket');
-  const got = once(peer, 'data');
+  const got = nextEvent(peer, 'data');
   adopted.write('through the passed socket');
   assert.equal(String((await got)[0]), 'through the passed socket');
   adopted.destroy();
-  await once(adopted, 'close');
+  await nextEvent(adopted, 'close');
 });
 
 test('a listening net.Server and a dgram.Socket go over as the same sockets', async (t) => {
@@ -66,7 +66,7 @@ test('a listening net.Server and a dgram.Socket go over as the same sockets', as
   await new Promise<void>((res) => again.listen({ fd: m.fds[0]!.release() }, res));
   server.close(); // only `again` accepts now
   const c = net.connect((again.address() as net.AddressInfo).port, '127.0.0.1');
-  const [data] = await once(c, 'data');
+  const [data] = await nextEvent(c, 'data');
   assert.equal(String(data), 'from the passed listener');
   c.destroy();
   await new Promise((res) => again.close(res));
@@ -90,7 +90,7 @@ test('a FileHandle goes over; the receiver reads it as a stream and writes throu
   assert.equal(Buffer.concat(chunks).toString(), 'file handle contents');
   const ws = wfd!.toWriteStream();
   ws.end('written through the passed fd');
-  await once(ws, 'close');
+  await nextEvent(ws, 'close');
   assert.equal(fs.readFileSync(dst, 'utf8'), 'written through the passed fd');
 });
 

@@ -7,7 +7,6 @@
  * (maxUnreadFds).
  */
 import * as assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { test } from 'node:test';
 import {
   UnixSocket, UnixServer, Channel, ProtocolError, UnexpectedFdsError, FdFloodError, MAX_FDS, encodeFrame,
@@ -16,7 +15,7 @@ import {
 import { native, K } from '../../src/native';
 import { trackFds } from '../helpers/scope';
 import { openFds } from '../helpers/fds';
-import { waitFor, waitSteady } from '../helpers/wait';
+import { nextEvent, waitFor, waitSteady, within } from '../helpers/wait';
 import { tmpDir, openFiles } from '../helpers/files';
 
 /** How many fds of this process refer to `path`. */
@@ -126,7 +125,7 @@ test('a server that takes no fds (maxFdsPerMessage: 0 in ServerOptions) cuts off
   scope.defer(() => server.close());
   const client = await UnixSocket.connect(`${dir}/s.sock`);
   scope.defer(() => client.close());
-  const conn = await server.accept();
+  const conn = await server.accept({ timeout: 10_000 });
   scope.defer(() => conn.close());
   await client.send({ data: 'hello', fds: [files.fds[0]!] });
   await assert.rejects(conn.receive({ timeout: 5000 }), { code: 'FDPASS_ERR_UNEXPECTED_FDS' });
@@ -150,8 +149,8 @@ test('Channel: a handler that declares maxFds 0 never sees fds; a request carryi
   assert.equal(one.payload, 1);
   one.message.close();
 
-  const errored = once(b, 'error') as Promise<[UnexpectedFdsError]>;
-  const closed = new Promise((r) => b.once('close', r)); // (events.once would reject on 'error')
+  const errored = nextEvent<[UnexpectedFdsError]>(b, 'error');
+  const closed = within(new Promise<void>((r) => b.once('close', () => r())), 10_000, "b's 'close'"); // (events.once would reject on 'error')
   await assert.rejects(a.request('status', undefined, { fds: [files.fds[0]!, files.fds[0]!] }), { code: 'FDPASS_ERR_SOCKET_CLOSED' });
   const [err] = await errored;
   await closed;

@@ -93,7 +93,7 @@ async function serverRoundTrip(t: { after(fn: () => unknown): void }, type: Sock
     type, address, files: paths, batches: [[0], [1, 2, 3, 4]],
   })], { owner: scope });
 
-  const conn = await server.accept();
+  const conn = await server.accept({ timeout: 10_000 });
   scope.defer(() => conn.close());
   assert.equal(conn.type, type);
   assert.equal(conn.peerCredentials().pid, child.pid);
@@ -143,7 +143,7 @@ test('server.close() unlinks its socket file; an abstract server leaves no file'
   const name = abstractName();
   const abs = await UnixServer.listen(name);
   const c = await UnixSocket.connect(name);
-  const s = await abs.accept();
+  const s = await abs.accept({ timeout: 10_000 });
   await c.send('hi');
   assert.equal((await s.receive({ timeout: 5000 })).text(), 'hi');
   c.close();
