@@ -7,7 +7,9 @@
  * another socket type). Nothing there, or a socket file nobody listens on
  * (bind.ts replaces a stale one of ours), is free; anything else is left to
  * the control socket's own bind() to report. A serve that starts in between
- * still loses, at that bind().
+ * still loses, at that bind(). (A serve that takes over from another,
+ * --takeover, skips the check: the one it replaces holds the socket until it
+ * hands over.)
  */
 import { UnixSocket } from '../socket/socket';
 

@@ -94,9 +94,11 @@ export async function serve(args: string[]): Promise<void> {
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
   // An untrusted default control directory, or a control socket in use, is
-  // refused before anything starts.
+  // refused before anything starts; except that the successor of a takeover
+  // (--takeover: an upgrade's new primary, say) finds it in use by the
+  // process it takes over from, which releases it.
   prepareControlDir(values.control ?? defaultControlPath());
-  await checkControlFree(values.control ?? defaultControlPath());
+  if (!takeover) await checkControlFree(values.control ?? defaultControlPath());
 
   // The certificate and key are read (and checked) by Primary.start, as are
   // the user and group: an error there starts nothing.
