@@ -21,7 +21,9 @@ const HTTP = /fdpass: http on 127\.0\.0\.1:(\d+)\n/;
 test('SIGTERM to `npm start` stops fdpass serve gracefully: exit 0, no process and no listener left', async (t) => {
   const scope = await trackFds(t);
   const control = path.join(tmpDir(scope), 'c.sock');
-  const npm = new Child(['npm', 'start', '--', '--listen', '127.0.0.1:0', '--workers', '2', '--control', control],
+  // As root, workers as root too (else nobody, who may not read a clone in a 0700 directory).
+  const user = process.getuid!() === 0 ? ['--user', 'root'] : [];
+  const npm = new Child(['npm', 'start', '--', '--listen', '127.0.0.1:0', '--workers', '2', '--control', control, ...user],
     { owner: scope, timeout: 30_000, env: childEnv(), cwd: ROOT, label: 'npm start' });
   await npm.waitOutput(UP, { timeout: 20_000 });
   const primary = Number(UP.exec(npm.stderr)![1]);
