@@ -94,9 +94,10 @@ export async function serve(args: string[]): Promise<void> {
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
   // An untrusted default control directory, or a control socket in use, is
-  // refused before anything starts.
+  // refused before anything starts. (Not in use: a primary taking over
+  // expects its predecessor's control socket to be live until it finishes.)
   prepareControlDir(values.control ?? defaultControlPath());
-  await checkControlFree(values.control ?? defaultControlPath());
+  if (!takeover) await checkControlFree(values.control ?? defaultControlPath());
 
   // The certificate and key are read (and checked) by Primary.start, as are
   // the user and group: an error there starts nothing.
