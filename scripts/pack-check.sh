@@ -82,11 +82,28 @@ run "$a" node -e "
   assert.equal(require('fdpass/package.json').name, 'fdpass');
   assert.throws(() => require('fdpass/dist/src/native'), { code: 'ERR_PACKAGE_PATH_NOT_EXPORTED' });
   import('fdpass').then((esm) => {
-    assert.deepEqual(Object.keys(esm).filter((k) => k !== 'default').sort(), Object.keys(cjs).sort());
+    assert.deepEqual(Object.keys(esm).filter((k) => k !== 'default').sort(), Object.keys(cjs).sort(), 'src/index.mjs lists the names of src/index.ts');
     assert.equal(esm.default, cjs);
     assert.equal(esm.UnixSocket, cjs.UnixSocket);
     console.log('exports: ' + Object.keys(cjs).length + ' names, the same from require() and import; no deep imports');
   });"
+
+# Source maps with their sources, and the license.
+run "$a" node -e "
+  const fs = require('node:fs');
+  const path = require('node:path');
+  const root = path.dirname(require.resolve('fdpass/package.json'));
+  const dist = path.join(root, 'dist', 'src');
+  const maps = fs.readdirSync(dist, { recursive: true }).filter((f) => f.endsWith('.map'));
+  for (const f of maps) {
+    const map = JSON.parse(fs.readFileSync(path.join(dist, f), 'utf8'));
+    for (const s of map.sources) {
+      const src = path.resolve(path.dirname(path.join(dist, f)), map.sourceRoot ?? '', s);
+      if (!fs.existsSync(src)) throw new Error(f + ' names ' + s + ', which is not in the package');
+    }
+  }
+  if (!/^MIT License/.test(fs.readFileSync(path.join(root, 'LICENSE'), 'utf8'))) throw new Error('no MIT LICENSE');
+  console.log('source maps: ' + maps.length + ', each with its sources in the package; LICENSE: MIT');"
 
 echo "=== npm install --ignore-scripts"
 b="$work/project-ignore-scripts"

@@ -15,6 +15,7 @@ export const {
   UnexpectedFdsError, FdFloodError,
   PeerRefusedError, TimeoutError, RemoteError, ChannelMessageError, ChannelDecodeError, NoHandlerError, errnoError,
   SocketFileReplacedError, UnsupportedRuntimeError, AddonLoadError, ServeConfigError, WorkerStartError, UntrustedDirectoryError,
+  TakeoverError, UpgradeError,
   Channel, withFds, ReplyWithFds, CHANNEL_FD_ENV, encodeChannel, decodeChannel,
   Primary, STRATEGIES, Worker, connectionInfo, parseListen,
 } = fdpass;

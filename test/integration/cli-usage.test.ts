@@ -11,7 +11,7 @@ import { runCli } from '../helpers/process';
 import { tmpDir } from '../helpers/files';
 import { trackFds } from '../helpers/scope';
 
-const COMMANDS = ['send', 'recv', 'serve', 'status', 'demo'];
+const COMMANDS = ['send', 'recv', 'serve', 'status', 'upgrade', 'demo'];
 const synopsis = (cmd: string) => new RegExp(`^  fdpass ${cmd}\\b`, 'm');
 
 test('--help and -h for every command: its own usage and details on stdout, exit 0, even with other arguments', async (t) => {
