@@ -10,8 +10,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { median } from '../scripts/report';
+import { compileFdbench, runJson as run, type Row } from './fdbench';
 
 const ROOT = path.join(__dirname, '..', '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -20,23 +20,8 @@ const M1 = QUICK ? 100_000 : 1_000_000;
 const M253 = QUICK ? 2_000 : 20_000;
 const MRTT = QUICK ? 10_000 : 100_000;
 
-type Row = Record<string, number | string>;
-
-function run(cmd: string, args: string[]): Row {
-  const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
-  const line = out.trim().split('\n').pop()!;
-  return JSON.parse(line) as Row;
-}
-
-function compileC(): string {
-  const out = path.join(ROOT, 'build', 'bench', 'fdbench');
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  execFileSync('cc', ['-O2', '-Wall', '-o', out, path.join(ROOT, 'bench', 'c', 'fdbench.c')], { stdio: 'inherit' });
-  return out;
-}
-
 function main(): void {
-  const fdbench = compileC();
+  const fdbench = compileFdbench();
   const peer = path.join(__dirname, 'peer.js');
   const childSend = path.join(__dirname, 'child-send.js');
   const node = process.execPath;
