@@ -56,9 +56,15 @@ export interface Target {
   readonly inflight: Map<number, Conn>;
   /** CONNS messages sent to it (modulo 2^32): the numbering LOST refers to. */
   batches: number;
+  /** Connections handed to it, re-dispatches included. */
   handed: number;
+  /** Of those, how many came back (LOST): it never had them. */
+  returned: number;
+  /** Of those, how many it reported closed (its cumulative count, modulo
+   * 2^32, from its last ACK or LOAD). */
+  closed: number;
   acked: number;
-  /** The live connections it last reported (least-connections). */
+  /** The live connections it last reported (for the status). */
   live: number;
   /** How many it may have unacknowledged, and from when (LOST hand-offs). */
   readonly window: HandoffWindow;
@@ -128,8 +134,9 @@ export class Dispatcher<W extends Target> {
     if (this.#waiting.length) this.#dispatch([]);
   }
 
-  /** ACK from `w`: it adopted these connections; our copies are closed. */
-  acked(w: W, ids: Uint32Array, live: number): void {
+  /** ACK from `w`: it adopted these connections; our copies are closed.
+   * `live` and `closed` are its counts as it sent the ACK. */
+  acked(w: W, ids: Uint32Array, live: number, closed: number): void {
     let n = 0;
     let latest: number | null = null;
     for (const id of ids) {
@@ -146,6 +153,7 @@ export class Dispatcher<W extends Target> {
     if (n) native.closeMany(CLOSE_BUF, 0, n);
     w.acked += ids.length;
     w.live = live;
+    w.closed = closed;
     if (latest !== null) w.window.acked(latest);
     this.flush();
     this.#h.fdsClosed();
@@ -162,6 +170,7 @@ export class Dispatcher<W extends Target> {
       lost.push(c);
     }
     if (lost.length === 0) return;
+    w.returned += lost.length;
     w.window.lost(batch, lost.length, Date.now());
     this.#lostLog.emit({ slot: w.slot, pid: w.pid, batch, redispatched: lost.length, window: w.window.size, backoffMs: w.window.backoffMs });
     this.#requeue(lost);
@@ -205,7 +214,7 @@ export class Dispatcher<W extends Target> {
     const loads: WorkerLoad[] = ready.map((w) => {
       const r = w.window.room(w.inflight.size, now);
       room += r;
-      return { pending: w.inflight.size, live: w.live, limit: w.inflight.size + r };
+      return { pending: w.inflight.size, open: openAt(w), unacked: w.inflight.size, limit: w.inflight.size + r };
     });
     if (room === 0) {
       // Nobody has room: no pass over what waits (it may be long).
@@ -223,7 +232,9 @@ export class Dispatcher<W extends Target> {
       const p = pickWorker(strategy, loads, c.hash, this.#cursor, MAX_UNACKED);
       this.#cursor = p.cursor;
       if (p.index < 0) break;
-      loads[p.index]!.pending++;
+      const l = loads[p.index]!;
+      l.pending++;
+      l.open++;
       room--;
       batches[p.index]!.push(c);
     }
@@ -278,6 +289,12 @@ export class Dispatcher<W extends Target> {
       this.#h.sendFailed(w, err);
     });
   }
+}
+
+/** Connections handed to `w` and not reported closed (pending ones included):
+ * the counters are modulo 2^32 on the worker's side. */
+function openAt(w: Target): number {
+  return (w.handed - w.returned - w.closed) >>> 0;
 }
 
 /** FNV-1a of the client's IP address (not its port): the hash strategy's key. */

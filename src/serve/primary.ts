@@ -120,7 +120,7 @@ export class Primary extends EventEmitter {
       },
     }, this.#spares, {
       ready: () => this.#dispatcher.flush(),
-      ack: (w, ids, live) => this.#dispatcher.acked(w, ids, live),
+      ack: (w, ids, live, closed) => this.#dispatcher.acked(w, ids, live, closed),
       lost: (w, batch) => this.#dispatcher.lost(w, batch),
       gone: (w) => {
         // Connections it never acknowledged go to another worker; its

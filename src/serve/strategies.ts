@@ -19,8 +19,13 @@ export interface WorkerLoad {
   /** Connections handed to it and not acknowledged yet, plus those already
    * picked for it in the batch being built. */
   pending: number;
-  /** The live connections it last reported. */
-  live: number;
+  /** Connections handed to it (pending ones included) and not reported
+   * closed yet: what the primary knows at once, not what the worker last
+   * said it holds. */
+  open: number;
+  /** Of the pending ones, those handed before this batch: the worker had
+   * a loop turn to acknowledge them and did not (yet). Default 0. */
+  unacked?: number;
   /** Its own limit, where lower than the common one. */
   limit?: number;
 }
@@ -51,11 +56,18 @@ export function roundRobin(loads: readonly WorkerLoad[], cursor: number, limit: 
 }
 
 /**
- * Least-connections: the candidate with the fewest live plus pending
- * connections (pending counts too: a burst handed out before any worker
- * reports must not all go to the same one). Ties go to the first from
- * `cursor` on, and the cursor moves by one per pick, so equal workers take
- * turns.
+ * Least-connections: the candidate with the fewest open connections, where
+ * those it has not acknowledged since an earlier batch count twice. Open
+ * counts what the primary knows at once (handed and not reported closed,
+ * the ones picked in this batch included), so a burst handed out before any
+ * worker reports spreads, and a worker busy in a long request, which
+ * acknowledges nothing while it is busy, is passed over as its count grows
+ * with each connection it is given, not after it next reports. A worker
+ * acknowledges within its next loop turn: a hand-off still unacknowledged
+ * at the next batch says it is busy (or starved of CPU), and the doubled
+ * count steers the next connections to the others sooner. Ties go to the
+ * first from `cursor` on, and the cursor moves by one per pick, so equal
+ * workers take turns.
  */
 export function leastConnections(loads: readonly WorkerLoad[], cursor: number, limit: number): Pick {
   const n = loads.length;
@@ -65,7 +77,7 @@ export function leastConnections(loads: readonly WorkerLoad[], cursor: number, l
     const at = (cursor + i) % n;
     const w = loads[at]!;
     if (full(w, limit)) continue;
-    const load = w.live + w.pending;
+    const load = w.open + (w.unacked ?? 0);
     if (load < bestLoad) {
       best = at;
       bestLoad = load;

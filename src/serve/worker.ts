@@ -107,6 +107,9 @@ export class Worker extends EventEmitter {
   #tlsContexts = new Map<number, tls.SecureContext>();
   #live = new Set<net.Socket>();
   #requests = 0;
+  /** Connections adopted (acknowledged) and closed since, modulo 2^32: the
+   * primary's least-connections count subtracts it from what it handed. */
+  #closed = 0;
   #loadScheduled = false;
   #acks: number[] = [];
   #ackScheduled = false;
@@ -276,6 +279,7 @@ export class Worker extends EventEmitter {
     const target = listener && (this.#targets.get(listener.name) ?? this.#targets.get('*'));
     if (!listener || !target || this.#draining) {
       native.close(fd);
+      this.#closed = (this.#closed + 1) >>> 0;
       return;
     }
     const socket = new net.Socket({ fd, readable: true, writable: true });
@@ -284,6 +288,7 @@ export class Worker extends EventEmitter {
     this.#live.add(socket);
     socket.once('close', () => {
       this.#live.delete(socket);
+      this.#closed = (this.#closed + 1) >>> 0;
       this.#scheduleLoad();
     });
     const appTls = target instanceof tls.Server;
@@ -351,7 +356,7 @@ export class Worker extends EventEmitter {
     this.#acks = [];
     for (let i = 0; i < ids.length; i += 16384) {
       const part = ids.slice(i, i + 16384);
-      this.#sock.send(encodeAck(part, part.length, this.#live.size)).catch(() => {});
+      this.#sock.send(encodeAck(part, part.length, this.#live.size, this.#closed)).catch(() => {});
     }
   }
 
@@ -366,7 +371,7 @@ export class Worker extends EventEmitter {
 
   #sendLoad(): void {
     if (this.#sock.closed) return;
-    this.#sock.send(encodeLoad(this.#live.size, this.#requests)).catch(() => {});
+    this.#sock.send(encodeLoad(this.#live.size, this.#requests, this.#closed)).catch(() => {});
   }
 
   /**
