@@ -12,6 +12,7 @@
  *   unix.c   AF_UNIX sockets and generic fd calls (and sun_path encoding)
  *   cmsg.c   control messages (SCM_RIGHTS, SCM_CREDENTIALS): plain C, no napi
  *   msgio.c  sendmsgs/recvmsgs: the batched message loops
+ *   scratch.c  the loops' scratch arrays, registered once per thread
  *   inet.c   TCP and the BPF filter, used only by `fdpass serve`
  *   poll.c   readiness watchers: the only file that touches libuv
  *
@@ -134,6 +135,9 @@ FDPASS_EXPORT(fdpass_get_sock_name);
 /* msgio.c */
 FDPASS_EXPORT(fdpass_send_msgs);
 FDPASS_EXPORT(fdpass_recv_msgs);
+/* scratch.c */
+FDPASS_EXPORT(fdpass_register_send_scratch);
+FDPASS_EXPORT(fdpass_register_recv_scratch);
 /* inet.c */
 FDPASS_EXPORT(fdpass_open_inet_socket);
 FDPASS_EXPORT(fdpass_set_int_opt);

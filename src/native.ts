@@ -71,6 +71,11 @@ export interface NativeConstants {
  */
 export type PollHandle = { readonly __brand: 'PollHandle' };
 
+/** Scratch arrays registered once for sendmsgs()/recvmsgs() (native/scratch.c):
+ * an opaque handle that keeps them alive; never detach or transfer them. */
+export type SendScratch = { readonly __brand: 'SendScratch' };
+export type RecvScratch = { readonly __brand: 'RecvScratch' };
+
 export interface NativeBinding {
   socket(type: number): number;
   socketpair(type: number, out: Int32Array): number;
@@ -91,10 +96,15 @@ export interface NativeBinding {
   setPassCred(fd: number, on: boolean): number;
   sockError(fd: number): number;
   sockName(fd: number, out: Uint8Array, peer: boolean): number;
-  sendmsgs(fd: number, data: Uint8Array, meta: Int32Array, fds: Int32Array, count: number,
-    addr: Uint8Array | null, result: Int32Array): number;
-  recvmsgs(fd: number, buf: Uint8Array, meta: Int32Array, fds: Int32Array, addrs: Uint8Array | null,
-    maxMsgs: number, maxMsgSize: number, status: Int32Array, ctl: Uint8Array): number;
+  /** Registers the send loop's scratch: the bytes, the records, the fds and the [sent, partial] result. */
+  sendScratch(data: Uint8Array, meta: Int32Array, fds: Int32Array, result: Int32Array): SendScratch;
+  /** Registers the receive loop's scratch: the bytes, the records, the fds, the senders' addresses,
+   * the [stop, late error] status and the control-data buffer (RECV_CTL bytes). */
+  recvScratch(buf: Uint8Array, meta: Int32Array, fds: Int32Array, addrs: Uint8Array, status: Int32Array,
+    ctl: Uint8Array): RecvScratch;
+  /** `data` null: the scratch's bytes; else one message's own buffer. */
+  sendmsgs(scratch: SendScratch, fd: number, count: number, addr: Uint8Array | null, data: Uint8Array | null): number;
+  recvmsgs(scratch: RecvScratch, fd: number, maxMsgs: number, maxMsgSize: number, maxFds: number, addrs: boolean): number;
   socketInet(family: number): number;
   setIntOpt(fd: number, level: number, name: number, value: number): number;
   bindInet(fd: number, family: number, ip: string, port: number): number;
