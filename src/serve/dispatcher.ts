@@ -86,6 +86,9 @@ export interface DispatcherHooks<W extends Target> {
 
 const CLOSE_BUF = new Int32Array(MAX_FDS);
 const NAME_BUF = Buffer.alloc(64);
+// Scratch for building one CONNS message (send() copies what it keeps).
+const SEND_IDS = new Uint32Array(MAX_FDS);
+const SEND_LISTENERS = new Uint16Array(MAX_FDS);
 
 export class Dispatcher<W extends Target> {
   readonly #h: DispatcherHooks<W>;
@@ -241,6 +244,10 @@ export class Dispatcher<W extends Target> {
     if (i < todo.length) this.#waiting = todo.slice(i);
     for (let k = 0; k < ready.length; k++) {
       const b = batches[k]!;
+      if (b.length <= MAX_FDS) {
+        if (b.length) this.#send(ready[k]!, b);
+        continue;
+      }
       for (let j = 0; j < b.length; j += MAX_FDS) this.#send(ready[k]!, b.slice(j, j + MAX_FDS));
     }
     this.#settle(ready, now);
@@ -269,14 +276,12 @@ export class Dispatcher<W extends Target> {
 
   #send(w: W, batch: Conn[]): void {
     const n = batch.length;
-    const ids = new Uint32Array(n);
-    const lis = new Uint16Array(n);
     const fds = new Array<number>(n);
     w.batches = (w.batches + 1) >>> 0;
     for (let i = 0; i < n; i++) {
       const c = batch[i]!;
-      ids[i] = c.id;
-      lis[i] = c.listener;
+      SEND_IDS[i] = c.id;
+      SEND_LISTENERS[i] = c.listener;
       fds[i] = c.fd;
       c.batch = w.batches;
       w.inflight.set(c.id, c);
@@ -284,7 +289,7 @@ export class Dispatcher<W extends Target> {
     w.handed += n;
     this.handed += n;
     // The fds are ours until the worker acks; the send only borrows them.
-    w.sock.send({ data: encodeConns(ids, lis, n), fds }).catch((err: Error) => {
+    w.sock.send({ data: encodeConns(SEND_IDS, SEND_LISTENERS, n), fds }).catch((err: Error) => {
       this.#h.log('handoff-error', { slot: w.slot, pid: w.pid, error: errorCode(err) });
       this.#h.sendFailed(w, err);
     });
