@@ -110,6 +110,8 @@ export class Worker extends EventEmitter {
   /** Connections adopted (acknowledged) and closed since, modulo 2^32: the
    * primary's least-connections count subtracts it from what it handed. */
   #closed = 0;
+  /** #closed as the primary last heard it (in an ACK or a LOAD). */
+  #reportedClosed = 0;
   #loadScheduled = false;
   #acks: number[] = [];
   #ackScheduled = false;
@@ -358,20 +360,24 @@ export class Worker extends EventEmitter {
       const part = ids.slice(i, i + 16384);
       this.#sock.send(encodeAck(part, part.length, this.#live.size, this.#closed)).catch(() => {});
     }
+    this.#reportedClosed = this.#closed;
   }
 
   #scheduleLoad(): void {
     if (this.#loadScheduled || !this.config.reportLoad) return;
     this.#loadScheduled = true;
+    // Closes are reported at the end of the loop turn, unless an ACK sent
+    // meanwhile (a busy worker gets hand-offs every turn) carried them.
     setImmediate(() => {
       this.#loadScheduled = false;
-      this.#sendLoad();
+      if (this.#closed !== this.#reportedClosed) this.#sendLoad();
     });
   }
 
   #sendLoad(): void {
     if (this.#sock.closed) return;
     this.#sock.send(encodeLoad(this.#live.size, this.#requests, this.#closed)).catch(() => {});
+    this.#reportedClosed = this.#closed;
   }
 
   /**
