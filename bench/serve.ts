@@ -13,6 +13,9 @@
  *                                connection each: 0.5% of requests spin
  *                                10 ms of CPU in the worker
  *   primary CPU per connection   /proc/<primary>/stat during the first run
+ *   server CPU per request       the same, summed over the primary (or
+ *                                parent) and its worker processes: what a
+ *                                request costs the machine in all
  *   cross-CPU wake-up            half the round trip of a C ping-pong
  *                                (bench/c/fdbench.c) between two CPUs: the
  *                                physical cost of the primary's extra hop
@@ -28,7 +31,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ROOT } from '../test/helpers/paths';
 import { spawnNode, type Child } from '../test/helpers/process';
-import { cpuTicks, USER_HZ } from '../test/helpers/proc';
+import { childrenOf, cpuTicks, USER_HZ } from '../test/helpers/proc';
 import { startServe } from '../test/helpers/serve';
 import { freePort } from '../test/helpers/sockets';
 import { median } from '../scripts/report';
@@ -93,7 +96,12 @@ async function wrk(port: number, args: string[]): Promise<Figures> {
   return { rps: r.rps, p50us: r.p50us, p99us: r.p99us, requests: r.requests, errors: wrkFailures(r) };
 }
 
-interface Run { close: Figures; keep: Figures; idle: Figures; mixed: Figures; cpuUsPerConn: number }
+interface Run { close: Figures; keep: Figures; idle: Figures; mixed: Figures; cpuUsPerConn: number; treeUsPerReq: number }
+
+/** CPU ticks of `pid` and its children (the workers). */
+function treeTicks(pid: number): number {
+  return childrenOf(pid).reduce((a, c) => a + cpuTicks(c), cpuTicks(pid));
+}
 
 async function measure(start: () => Promise<Server>): Promise<Run> {
   const s = await start();
@@ -101,13 +109,16 @@ async function measure(start: () => Promise<Server>): Promise<Run> {
     const close = ['-H', 'Connection: close'];
     await wrk(s.port, ['-t1', '-c4', '-d1s', ...close]); // warm-up
     const c0 = cpuTicks(s.child.pid);
+    const t0 = treeTicks(s.child.pid);
     const closeRun = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`, ...close]);
     const c1 = cpuTicks(s.child.pid);
+    const t1 = treeTicks(s.child.pid);
     const keep = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`]);
     const idle = await wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', ...close]);
     const mixed = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${MIXED_SECONDS}s`, '--latency', '-s', MIXED_LUA, ...close]);
     const cpuUsPerConn = s.primary ? ((c1 - c0) / USER_HZ) * 1e6 / closeRun.requests : NaN;
-    return { close: closeRun, keep, idle, mixed, cpuUsPerConn };
+    const treeUsPerReq = ((t1 - t0) / USER_HZ) * 1e6 / closeRun.requests;
+    return { close: closeRun, keep, idle, mixed, cpuUsPerConn, treeUsPerReq };
   } finally {
     await s.child.stop();
   }
@@ -120,7 +131,7 @@ function wakeUpUs(fdbench: string): number {
   return Number(r.p50_us) / 2;
 }
 
-interface Agg { close: number; keep: number; idle: number; mixedP99: number; mixedP50: number; cpu: number; errors: number; na: boolean }
+interface Agg { close: number; keep: number; idle: number; mixedP99: number; mixedP50: number; cpu: number; tree: number; errors: number; na: boolean }
 
 const num = (v: number) => Math.round(v).toLocaleString('en-US');
 const ms = (us: number) => (us / 1000).toFixed(1);
@@ -151,6 +162,7 @@ async function main(): Promise<void> {
       mixedP99: median(rs.map((v) => v.mixed.p99us)),
       mixedP50: median(rs.map((v) => v.mixed.p50us)),
       cpu: median(rs.map((v) => v.cpuUsPerConn)),
+      tree: median(rs.map((v) => v.treeUsPerReq)),
       errors: rs.reduce((a, v) => a + v.close.errors + v.keep.errors + v.idle.errors + v.mixed.errors, 0),
       na: !c.start,
     });
@@ -161,14 +173,14 @@ async function main(): Promise<void> {
     `load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`;
   const row = (c: Contender) => {
     const a = agg.get(c.key)!;
-    if (a.na) return `| ${c.name} | n/a (Node ${process.version} has no reusePort) | | | | | | |`;
+    if (a.na) return `| ${c.name} | n/a (Node ${process.version} has no reusePort) | | | | | | | |`;
     return `| ${c.name} | ${num(a.close)} | ${num(a.keep)} | ${a.idle.toFixed(0)} | ${ms(a.mixedP50)} | ${ms(a.mixedP99)} | ` +
-      `${Number.isFinite(a.cpu) ? a.cpu.toFixed(1) : 'n/a'} | ${a.errors} |`;
+      `${Number.isFinite(a.cpu) ? a.cpu.toFixed(1) : 'n/a'} | ${a.tree.toFixed(0)} | ${a.errors} |`;
   };
   const lines = [
     header, '',
-    '| server | req/s, new connection each | req/s, keep-alive | idle p50 (us) | mixed load p50 (ms) | mixed load p99 (ms) | primary CPU per connection (us) | errors |',
-    '|---|---|---|---|---|---|---|---|',
+    '| server | req/s, new connection each | req/s, keep-alive | idle p50 (us) | mixed load p50 (ms) | mixed load p99 (ms) | primary CPU per connection (us) | server CPU per request, all processes (us) | errors |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...contenders.map(row), '',
     `cross-CPU wake-up (half a C SEQPACKET ping-pong between CPUs 0 and 1, p50): ${wake.toFixed(1)} us`, '',
   ];

@@ -63,6 +63,10 @@
 #define RECV_META 10
 #define RECV_ADDR 108 /* bytes per sender address: sizeof(sun_path) */
 
+/* One accepted peer's IP address (accept with peers): u8 length (4, 16, or
+ * 0 for other families), then the address bytes. */
+#define PEER_SLOT 17
+
 /* status[0] after recvmsgs: why the loop stopped */
 #define STOP_DRAINED 0 /* EAGAIN or a buffer filled up */
 #define STOP_EOF 1

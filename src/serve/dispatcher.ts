@@ -30,6 +30,7 @@
 import { native } from '../native';
 import type { UnixSocket } from '../socket/socket';
 import { MAX_FDS } from '../socket/frame';
+import { peerHash } from '../socket/acceptor';
 import { encodeConns } from './protocol';
 import { pickWorker, type Strategy, type WorkerLoad } from './strategies';
 import { errorCode, Throttled, type Log } from './log';
@@ -85,7 +86,6 @@ export interface DispatcherHooks<W extends Target> {
 }
 
 const CLOSE_BUF = new Int32Array(MAX_FDS);
-const NAME_BUF = Buffer.alloc(64);
 // Scratch for building one CONNS message (send() copies what it keeps).
 const SEND_IDS = new Uint32Array(MAX_FDS);
 const SEND_LISTENERS = new Uint16Array(MAX_FDS);
@@ -120,13 +120,14 @@ export class Dispatcher<W extends Target> {
   }
 
   /** Takes accepted fds[0..n) from listener `listener` (they are the
-   * dispatcher's from now on) and hands them out. */
-  accepted(fds: Int32Array, n: number, listener: number): void {
-    const hashed = this.#h.strategy === 'hash';
+   * dispatcher's from now on) and hands them out. `peers`: their peer
+   * addresses, as the acceptor gives them (the hash strategy's key). */
+  accepted(fds: Int32Array, n: number, listener: number, peers: Buffer | null = null): void {
+    const hashed = this.#h.strategy === 'hash' && peers !== null;
     const conns: Conn[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const fd = fds[i]!;
-      conns[i] = { id: this.#nextId, fd, listener, hash: hashed ? clientHash(fd) : 0, batch: 0 };
+      conns[i] = { id: this.#nextId, fd, listener, hash: hashed ? peerHash(peers, i) : 0, batch: 0 };
       this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     }
     this.#dispatch(conns);
@@ -300,16 +301,4 @@ export class Dispatcher<W extends Target> {
  * the counters are modulo 2^32 on the worker's side. */
 function openAt(w: Target): number {
   return (w.handed - w.returned - w.closed) >>> 0;
-}
-
-/** FNV-1a of the client's IP address (not its port): the hash strategy's key. */
-function clientHash(fd: number): number {
-  const port = native.inetName(fd, true, NAME_BUF);
-  if (port < 0) return 0;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < NAME_BUF.length && NAME_BUF[i] !== 0; i++) {
-    h ^= NAME_BUF[i]!;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
 }

@@ -130,7 +130,8 @@ export class Primary extends EventEmitter {
       },
       exited: (w) => this.emit('worker-exit', w),
     }, this.#log);
-    this.#accept = new AcceptLoop(listeners, (fds, n, l) => this.#dispatcher.accepted(fds, n, l.index), this.#log);
+    this.#accept = new AcceptLoop(listeners, (fds, n, l, peers) => this.#dispatcher.accepted(fds, n, l.index, peers), this.#log,
+      { peers: opts.strategy === 'hash' });
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
   }
 
