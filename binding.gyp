@@ -10,6 +10,7 @@
         "native/msgio.c",
         "native/scratch.c",
         "native/inet.c",
+        "native/creds.c",
         "native/poll.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

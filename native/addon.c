@@ -108,6 +108,11 @@ static napi_value fdpass_init_module(napi_env env, napi_value exports) {
       FDPASS_METHOD("bindInet", fdpass_bind_inet),
       FDPASS_METHOD("inetName", fdpass_get_inet_name),
       FDPASS_METHOD("dropSyns", fdpass_drop_syns),
+      /* creds.c */
+      FDPASS_METHOD("noNewPrivs", fdpass_set_no_new_privs),
+      FDPASS_METHOD("getpwnam", fdpass_get_user_by_name),
+      FDPASS_METHOD("getpwuid", fdpass_get_user_by_id),
+      FDPASS_METHOD("getgrnam", fdpass_get_group_by_name),
       /* poll.c */
       FDPASS_METHOD("pollOpen", fdpass_open_poll),
       FDPASS_METHOD("pollSet", fdpass_set_poll),

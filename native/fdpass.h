@@ -14,6 +14,8 @@
  *   msgio.c  sendmsgs/recvmsgs: the batched message loops
  *   scratch.c  the loops' scratch arrays, registered once per thread
  *   inet.c   TCP and the BPF filter, used only by `fdpass serve`
+ *   creds.c  process credentials: no_new_privs, passwd/group lookups
+ *            (the workers' --user of `fdpass serve`)
  *   poll.c   readiness watchers: the only file that touches libuv
  *
  * binding.gyp defines _GNU_SOURCE for every file (accept4, struct ucred,
@@ -148,6 +150,11 @@ FDPASS_EXPORT(fdpass_set_int_opt);
 FDPASS_EXPORT(fdpass_bind_inet);
 FDPASS_EXPORT(fdpass_get_inet_name);
 FDPASS_EXPORT(fdpass_drop_syns);
+/* creds.c */
+FDPASS_EXPORT(fdpass_set_no_new_privs);
+FDPASS_EXPORT(fdpass_get_user_by_name);
+FDPASS_EXPORT(fdpass_get_user_by_id);
+FDPASS_EXPORT(fdpass_get_group_by_name);
 /* poll.c */
 FDPASS_EXPORT(fdpass_open_poll);
 FDPASS_EXPORT(fdpass_set_poll);

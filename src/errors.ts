@@ -30,6 +30,13 @@ export function errnoError(errno: number, syscall: string, path?: string): Errno
   return err;
 }
 
+/** An fs error as a Node-style system error saying what `what` failed on
+ * ("read ENOENT /etc/x.key"); an error without an errno is passed on as it is. */
+export function asSystemError(err: unknown, what: string, file: string): unknown {
+  const errno = (err as NodeJS.ErrnoException).errno;
+  return typeof errno === 'number' && errno < 0 ? errnoError(errno, what, file) : err;
+}
+
 /** Throws for a negative native result; returns non-negative ones. */
 export function check(ret: number, syscall: string, path?: string): number {
   if (ret < 0) throw errnoError(ret, syscall, path);
@@ -239,9 +246,13 @@ export class AddonLoadError extends FdpassError {
  * listener and no --cert/--key), BAD_CERT (a certificate and key that TLS
  * refuses; `cause` says why), NO_SYSTEMD_FDS, BAD_APP (an APP that exports
  * nothing servable), NO_SERVER (a listener the worker has no server for),
- * NOT_A_WORKER (Worker.fromPrimary() in a process the primary did not start). */
+ * NOT_A_WORKER (Worker.fromPrimary() in a process the primary did not start);
+ * for the workers' user (--user USER[:GROUP]): NO_SUCH_USER, NO_SUCH_GROUP,
+ * CANNOT_SWITCH_USER (the primary is not root, so its workers cannot run as
+ * another user). */
 export class ServeConfigError extends FdpassError {
-  constructor(code: 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_BAD_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP' | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER',
+  constructor(code: 'FDPASS_ERR_NO_CERT' | 'FDPASS_ERR_BAD_CERT' | 'FDPASS_ERR_NO_SYSTEMD_FDS' | 'FDPASS_ERR_BAD_APP' | 'FDPASS_ERR_NO_SERVER' | 'FDPASS_ERR_NOT_A_WORKER'
+    | 'FDPASS_ERR_NO_SUCH_USER' | 'FDPASS_ERR_NO_SUCH_GROUP' | 'FDPASS_ERR_CANNOT_SWITCH_USER',
     message: string, options?: { cause?: unknown }) {
     super(code, message, options);
   }
@@ -266,6 +277,34 @@ export class UntrustedDirectoryError extends FdpassError {
   constructor(path: string, problems: readonly string[]) {
     super('FDPASS_ERR_UNTRUSTED_DIR', `control directory ${path} is ${problems.join(' and ')}: refusing it`);
     this.path = path;
+  }
+}
+
+/** Why a takeover over the `_getsocks` protocol failed (TakeoverError's
+ * `reason`, stable for programs): 'connect' (nothing listens at the path),
+ * 'peer' (the listening process is another uid's), 'no-listeners' (the
+ * peer closed before the count: nothing exposed, or HAProxy without
+ * `expose-fd listeners`), 'bad-count', 'too-many-fds', 'missing-fds' (fewer
+ * fds than announced), 'bad-records', 'timeout', 'closed' (the peer closed
+ * mid-way or the socket failed). */
+export type TakeoverReason = 'connect' | 'peer' | 'no-listeners' | 'bad-count' | 'too-many-fds' | 'missing-fds' | 'bad-records' | 'timeout' | 'closed';
+
+/** Taking listeners over from another process (`fdpass serve --takeover`)
+ * failed; every fd received was closed before this was thrown. */
+export class TakeoverError extends FdpassError {
+  readonly reason: TakeoverReason;
+  constructor(reason: TakeoverReason, message: string, options?: { cause?: unknown }) {
+    super('FDPASS_ERR_TAKEOVER', message, options);
+    this.reason = reason;
+  }
+}
+
+/** `fdpass upgrade` (or SIGUSR2) could not replace the primary: the new one
+ * could not be started, exited, or did not take over in time. The old
+ * primary serves on. */
+export class UpgradeError extends FdpassError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FDPASS_ERR_UPGRADE', message, options);
   }
 }
 

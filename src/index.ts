@@ -15,13 +15,14 @@ export {
   FdpassError, SocketClosedError, ControlTruncatedError, MessageTruncatedError, ProtocolError,
   UnexpectedFdsError, FdFloodError,
   PeerRefusedError, TimeoutError, RemoteError, ChannelMessageError, ChannelDecodeError, NoHandlerError, errnoError,
+  TakeoverError, UpgradeError,
 } from './errors';
-export type { ErrnoError, ProtocolReason, ChannelDecodeProblem } from './errors';
+export type { ErrnoError, ProtocolReason, ChannelDecodeProblem, TakeoverReason } from './errors';
 export { Channel, withFds, ReplyWithFds, CHANNEL_FD_ENV } from './channel/channel';
 export type { ChannelMessage, RequestOptions, Handler, HandlerOptions, ChannelOptions } from './channel/channel';
 export { encodeChannel, decodeChannel } from './channel/codec';
 export { Primary, STRATEGIES } from './serve/primary';
-export type { PrimaryOptions, Strategy, Status, WorkerStatus, LogEvent } from './serve/primary';
+export type { PrimaryOptions, Strategy, Status, WorkerStatus, LogEvent, TakeoverOptions, TakeoverInfo } from './serve/primary';
 export { Worker, connectionInfo } from './serve/worker';
 export type { ConnectionInfo, WorkerConfig } from './serve/worker';
 export { parseListen } from './serve/listeners';

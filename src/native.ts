@@ -114,6 +114,15 @@ export interface NativeBinding {
   inetName(fd: number, peer: boolean, out: Uint8Array): number;
   /** A socket filter on a TCP listener that drops new connections' SYNs. */
   dropSyns(fd: number): number;
+  /** prctl(PR_SET_NO_NEW_PRIVS, 1): execve() never grants privileges again. */
+  noNewPrivs(): number;
+  /** The passwd entry of a user name: out = [uid, primary gid]; -ENOENT if none. */
+  getpwnam(name: string, out: Int32Array): number;
+  /** The passwd entry of a uid: out = [uid, primary gid], its name in `name`
+   * (the length is returned); -ENOENT if none. */
+  getpwuid(uid: number, out: Int32Array, name: Uint8Array): number;
+  /** The group entry of a group name: out = [gid]; -ENOENT if none. */
+  getgrnam(name: string, out: Int32Array): number;
   /** Watches fd (not yet armed: see pollSet); cb gets 1/2 bits, or a -errno. */
   pollOpen(fd: number, cb: (events: number) => void): PollHandle | number;
   /** 1 readable, 2 writable, 0 stop; -EBADF once the watcher closed. */

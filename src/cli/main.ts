@@ -16,8 +16,10 @@ const USAGE = `usage:
   fdpass serve [--listen ADDR[:PORT][,tls] ...] [--workers N]
                [--strategy round-robin|least-connections|hash] [--cert FILE --key FILE]
                [--control PATH] [--shutdown-timeout MS] [--ready-timeout MS]
-               [--handshake-timeout MS] [APP]
+               [--handshake-timeout MS] [--user USER[:GROUP]] [--expose-listeners PATH]
+               [--takeover PATH [--takeover-signal SIG] [--takeover-timeout MS]] [APP]
   fdpass status [--control PATH] [--json]
+  fdpass upgrade [--control PATH] [--timeout MS]
   fdpass demo                 a live run of the seed fd-passing scenarios
   fdpass --help | --version
 
@@ -32,7 +34,12 @@ recv prints one JSON line per message: {"data", "fds":[{"fd","kind","target"}], 
 Without --raw both sides speak fdpass framing; --raw is plain sendmsg/recvmsg.
 The default control socket is $XDG_RUNTIME_DIR/fdpass/control.sock, else
 <tmpdir>/fdpass-<uid>/control.sock; serve and status refuse that directory if it is a symbolic
-link, another uid's, or writable by group or others; status refuses a socket served by another uid.`;
+link, another uid's, or writable by group or others; status refuses a socket served by another uid.
+upgrade (or SIGUSR2 to the primary) starts a new primary from the same command line that takes
+the listeners over (_getsocks, as haproxy -x does) and waits until it serves; the old one drains
+and exits. --expose-listeners PATH answers _getsocks (haproxy -x PATH, fdpass serve --takeover
+PATH); --takeover PATH takes them from such a socket (HAProxy: stats socket ... expose-fd
+listeners, with --takeover-signal SIGUSR1).`;
 
 export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
@@ -53,6 +60,9 @@ export async function main(argv: string[]): Promise<void> {
         break;
       case 'status':
         await (await import('./status')).status(rest);
+        break;
+      case 'upgrade':
+        await (await import('./upgrade')).upgrade(rest);
         break;
       case '--version':
       case '-v':

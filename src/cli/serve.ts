@@ -5,37 +5,47 @@
  * workers as CPUs. SIGTERM/SIGINT shut down gracefully, SIGHUP reloads,
  * whether they are sent to the primary alone or to its whole process group
  * (systemd, Ctrl-C, `timeout`): the workers leave them to the primary.
+ * `--user USER[:GROUP]` is who the workers run as (privileges.ts); under
+ * systemd the primary speaks sd_notify (systemd-service.ts).
+ * SIGUSR2 (or `fdpass upgrade`) starts a new primary from this command line
+ * that takes the listeners over (--takeover); --expose-listeners hands them
+ * to whoever asks with `_getsocks` (`haproxy -x`, another fdpass).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as tls from 'node:tls';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Primary, STRATEGIES, type Strategy } from '../serve/primary';
 import { parseListen } from '../serve/listeners';
 import { validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from '../serve/handshake-deadline';
 import { startControl, defaultControlPath } from '../serve/control';
-import { UsageError } from './args';
-import { errnoError, ServeConfigError } from '../errors';
+import { UsageError, cliAddress } from './args';
+import { upgradeArgs } from '../serve/upgrade';
+import { asSystemError } from '../errors';
 import { prepareControlDir } from '../serve/control-path';
 
 const DEV_CERT = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.crt');
 const DEV_KEY = path.join(__dirname, '..', '..', '..', 'certs', 'dev-localhost.key');
 
+const OPTIONS = {
+  listen: { type: 'string', multiple: true },
+  workers: { type: 'string' },
+  strategy: { type: 'string', default: 'round-robin' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
+  control: { type: 'string' },
+  'shutdown-timeout': { type: 'string', default: '10000' },
+  'ready-timeout': { type: 'string', default: '10000' },
+  'handshake-timeout': { type: 'string', default: String(HANDSHAKE_TIMEOUT_MS) },
+  user: { type: 'string' },
+  takeover: { type: 'string' },
+  'takeover-signal': { type: 'string' },
+  'takeover-timeout': { type: 'string', default: '5000' },
+  'expose-listeners': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
 export async function serve(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true, options: {
-      listen: { type: 'string', multiple: true },
-      workers: { type: 'string' },
-      strategy: { type: 'string', default: 'round-robin' },
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      control: { type: 'string' },
-      'shutdown-timeout': { type: 'string', default: '10000' },
-      'ready-timeout': { type: 'string', default: '10000' },
-      'handshake-timeout': { type: 'string', default: String(HANDSHAKE_TIMEOUT_MS) },
-    },
-  });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
   if (positionals.length > 1) throw new UsageError(`one APP at most, got ${positionals.join(' ')}`);
   const defaults = !values.listen?.length;
   const specs = (defaults ? ['127.0.0.1:8080', '127.0.0.1:8443,tls'] : values.listen!).map((s) => {
@@ -66,31 +76,60 @@ export async function serve(args: string[]): Promise<void> {
     key = DEV_KEY;
     process.stderr.write('fdpass: using the shipped DEVELOPMENT certificate (certs/dev-localhost.crt): not for production\n');
   }
-  if (cert && key) checkCertificate(cert, key);
+  const [user, group] = splitUser(values.user);
+  const signal = values['takeover-signal'];
+  if (signal !== undefined && !(signal in os.constants.signals)) throw new UsageError(`--takeover-signal must be a signal name (SIGUSR1, SIGTERM, ...), not '${signal}'`);
+  if (signal !== undefined && values.takeover === undefined) throw new UsageError('--takeover-signal goes with --takeover PATH');
+  const takeoverTimeout = Number(values['takeover-timeout']);
+  if (!Number.isInteger(takeoverTimeout) || takeoverTimeout < 1) throw new UsageError(`--takeover-timeout must be milliseconds, not '${values['takeover-timeout']}'`);
+  const takeover = values.takeover === undefined ? undefined
+    : { path: cliAddress(values.takeover), signal: signal as NodeJS.Signals | undefined, timeout: takeoverTimeout };
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
   // An untrusted default control directory is refused before anything starts.
   prepareControlDir(values.control ?? defaultControlPath());
 
-  const primary = await Primary.start({ listeners: specs, workers, strategy, app, cert, key, shutdownTimeout, readyTimeout, handshakeTimeout });
+  // The certificate and key are read (and checked) by Primary.start, as are
+  // the user and group: an error there starts nothing.
+  // The new primary of `fdpass upgrade`: this very command line, run by
+  // the fdpass on disk now, taking over from this one.
+  const self = [process.execPath, ...process.execArgv, process.argv[1]!, 'serve'];
+  const primary = await Primary.start({
+    listeners: specs, workers, strategy, app, cert, key, user, group, shutdownTimeout, readyTimeout, handshakeTimeout,
+    takeover, exposeListeners: values['expose-listeners'] && cliAddress(values['expose-listeners']),
+    upgradeCommand: (from) => [...self, ...upgradeArgs(args, OPTIONS, from)],
+  });
   const controlPath = values.control ?? defaultControlPath();
-  let control;
+  let control: Awaited<ReturnType<typeof startControl>> | null = null;
   try {
     control = await startControl(primary, controlPath);
   } catch (err) {
-    await primary.shutdown();
-    throw err;
+    // After a takeover the old process has finished: stopping now would
+    // leave nobody serving.
+    if (!takeover) {
+      await primary.shutdown();
+      throw err;
+    }
+    process.stderr.write(`fdpass: control socket ${controlPath}: ${(err as Error).message}; serving without it\n`);
   }
+  // A successor binds the control socket: it is released before it serves alone.
+  primary.releaseForSuccessor(async () => {
+    await control?.close();
+  });
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = (why: string) => {
     if (stopping) return;
     stopping = true;
-    process.stderr.write(`fdpass: ${signal}: shutting down\n`);
+    process.stderr.write(`fdpass: ${why}: shutting down\n`);
     void primary.shutdown().then(async () => {
-      await control.close();
+      await control?.close();
       process.exit(0);
     });
   };
+  primary.on('taken-over', (successor: { pid: number }) => stop(`taken over by pid ${successor.pid}`));
+  process.on('SIGUSR2', () => {
+    primary.upgrade().catch(() => {}); // logged by the primary
+  });
   // Before saying we are up: a supervisor may signal as soon as it reads that.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -98,6 +137,9 @@ export async function serve(args: string[]): Promise<void> {
     primary.reload().catch(() => {}); // logged by the primary
   });
   for (const l of primary.sockets) process.stderr.write(`fdpass: ${l.name} on ${l.address}${l.tls ? ' (tls)' : ''}\n`);
+  const st = primary.status().primary;
+  if (st.takeover) process.stderr.write(`fdpass: took over ${st.takeover.adopted} of ${st.takeover.received} listeners from pid ${st.takeover.from.pid} (${values.takeover})\n`);
+  if (st.exposeListeners) process.stderr.write(`fdpass: listeners exposed to _getsocks at ${st.exposeListeners}\n`);
   process.stderr.write(`fdpass: ${workers} workers, ${strategy}; control socket ${controlPath}; pid ${process.pid}\n`);
 }
 
@@ -107,31 +149,15 @@ function mustExist(app: string): void {
   try {
     fs.statSync(app);
   } catch (err) {
-    throw systemError(err, 'APP', app);
+    throw asSystemError(err, 'APP', app);
   }
 }
 
-/** An unreadable or invalid certificate is a start-up error, not a worker's:
- * "fdpass: read PATH: ENOENT", or FDPASS_ERR_BAD_CERT with TLS's reason. */
-function checkCertificate(cert: string, key: string): void {
-  let c: Buffer;
-  let k: Buffer;
-  try {
-    c = fs.readFileSync(cert);
-    k = fs.readFileSync(key);
-  } catch (err) {
-    throw systemError(err, 'read', (err as NodeJS.ErrnoException).path ?? cert);
-  }
-  try {
-    tls.createSecureContext({ cert: c, key: k });
-  } catch (err) {
-    throw new ServeConfigError('FDPASS_ERR_BAD_CERT', `--cert ${cert} --key ${key}: invalid (${(err as Error).message})`, { cause: err });
-  }
-}
-
-/** fs's error as a Node-style system error saying what `what` failed on; an
- * error without an errno is passed on as it is. */
-function systemError(err: unknown, what: string, file: string): unknown {
-  const errno = (err as NodeJS.ErrnoException).errno;
-  return typeof errno === 'number' && errno < 0 ? errnoError(errno, what, file) : err;
+/** `--user USER[:GROUP]` as [user, group]. */
+function splitUser(spec: string | undefined): [string | undefined, string | undefined] {
+  if (spec === undefined) return [undefined, undefined];
+  const i = spec.indexOf(':');
+  const [user, group] = i < 0 ? [spec, undefined] : [spec.slice(0, i), spec.slice(i + 1)];
+  if (!user || group === '') throw new UsageError(`--user must be USER or USER:GROUP, not '${spec}'`);
+  return [user, group];
 }

@@ -15,7 +15,7 @@ import { native } from '../native';
 import { errnoError } from '../errors';
 import { EAGAIN } from '../errno';
 import { Acceptor } from '../socket/acceptor';
-import type { Listener } from './listeners';
+import { outlivesUs, type Listener } from './listeners';
 import { Throttled, type Log } from './log';
 
 /** On shutdown, how long TCP handshakes already under way (an RTT) get to
@@ -67,15 +67,18 @@ export class AcceptLoop {
    * ones (a socket filter drops bare SYNs: those clients retry in a second
    * and find the port closed); handshakes already under way get
    * HANDSHAKE_GRACE_MS, then the backlog is drained once more. (Inherited
-   * listeners get no filter: systemd keeps them after we exit, with their
-   * backlog.) Out of fds, it waits for the workers to acknowledge what they
-   * were handed (`pending()` of those left), up to `deadline`.
+   * listeners, and those in systemd's fd store, get no filter: systemd keeps
+   * them after we exit, with their backlog, for the next run.) A listener
+   * shared with another process (handed out, or taken over: listeners.ts)
+   * is left alone: no filter, no accept; its backlog is the other's. Out of
+   * fds, it waits for the workers to acknowledge what they were handed
+   * (`pending()` of those left), up to `deadline`.
    */
   async drain(deadline: number, pending: () => number): Promise<void> {
     this.setWanted(false);
     let filtered = false;
     for (const l of this.#listeners) {
-      if (l.fd >= 0 && l.kind === 'tcp' && !l.inherited && native.dropSyns(l.fd) === 0) filtered = true;
+      if (l.fd >= 0 && l.kind === 'tcp' && !outlivesUs(l) && native.dropSyns(l.fd) === 0) filtered = true;
     }
     await this.#drainOnce(deadline, pending);
     if (!filtered) return;
@@ -84,7 +87,9 @@ export class AcceptLoop {
   }
 
   async #drainOnce(deadline: number, pending: () => number): Promise<void> {
-    for (const a of this.#acceptors) {
+    for (const [i, a] of this.#acceptors.entries()) {
+      // A shared listener's backlog is the other process's to serve.
+      if (this.#listeners[i]!.shared) continue;
       for (;;) {
         const r = a.acceptOnce();
         if (r > 0) continue;

@@ -1,6 +1,6 @@
 /**
- * The client of the control socket (`fdpass status`, the tests): one
- * request on a connection of its own.
+ * The client of the control socket (`fdpass status`, `fdpass upgrade`, the
+ * tests): one request on a connection of its own.
  *
  * Nothing is sent, and no answer believed, before the server is known to be
  * this user's: the default directory must be trusted (control-path.ts), and
@@ -16,7 +16,13 @@ import { PeerRefusedError } from '../errors';
 import { checkControlPath } from './control-path';
 import type { Status } from './status';
 
-export async function queryStatus(file: string, timeout = 5000): Promise<Status> {
+export function queryStatus(file: string, timeout = 5000): Promise<Status> {
+  return controlRequest<Status>(file, 'status', timeout);
+}
+
+/** One request of `type` (status, reload, upgrade); its answer, or the
+ * primary's error as a RemoteError. */
+export async function controlRequest<T>(file: string, type: string, timeout = 5000): Promise<T> {
   checkControlPath(file);
   const sock = await UnixSocket.connect(file, { type: 'seqpacket', timeout });
   try {
@@ -27,7 +33,7 @@ export async function queryStatus(file: string, timeout = 5000): Promise<Status>
   }
   const ch = new Channel(sock, { timeout });
   try {
-    const reply = await ch.request<Status>('status');
+    const reply = await ch.request<T>(type);
     reply.message.close();
     return reply.payload;
   } finally {

@@ -2,7 +2,8 @@
  * The control socket of `fdpass serve`: a SOCK_SEQPACKET Unix socket, mode
  * 0600, that serves only peers of the primary's uid (SO_PEERCRED, checked
  * on every connection before a byte is read), speaking the channel
- * protocol: 'status' -> Status, 'reload' -> {}.
+ * protocol: 'status' -> Status, 'reload' -> {}, 'upgrade' -> { pid } (the
+ * new primary's, once it took over).
  *
  * It must not be a way to hurt the primary, even for a peer of its own uid:
  * - each connection is a session with backpressure and an idle timeout
@@ -28,13 +29,15 @@ import { prepareControlDir } from './control-path';
 import { serveSession } from './control-session';
 
 export { defaultControlPath } from './control-path';
-export { queryStatus } from './control-client';
+export { queryStatus, controlRequest } from './control-client';
 
 /** What the control socket needs of the primary (Primary has all of it). */
 export interface ControlTarget {
   /** The status after asking every worker for its current counts. */
   freshStatus(): Promise<Status>;
   reload(): Promise<void>;
+  /** A new primary takes over; resolves with its pid (handover.ts). */
+  upgrade(): Promise<number>;
   readonly log: Log;
   /** Runs `fn` (one accept at RLIMIT_NOFILE) with the spare fds given up. */
   withSpareFds<T>(fn: () => T): T;
@@ -124,6 +127,7 @@ export class ControlServer {
         await this.#target.reload();
         return {};
       },
+      upgrade: async () => ({ pid: await this.#target.upgrade() }),
     }, this.#idleMs).finally(() => {
       this.#sessions.delete(sock);
       this.#target.fdsClosed();

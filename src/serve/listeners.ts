@@ -10,6 +10,11 @@
  *   ...,name=NAME                  the name the worker app sees (default
  *                                  'http', or 'https' with tls)
  * Port 0 asks the kernel for a free port; the bound port is reported.
+ *
+ * A tcp or unix listener is not bound again when an inherited listening fd
+ * (LISTEN_FDS: a socket unit, or the fd store of a previous run) has its
+ * name and address (listener-match.ts): it is taken over, so that what
+ * waited in its backlog meanwhile is served.
  */
 import * as net from 'node:net';
 import { native, K } from '../native';
@@ -17,6 +22,8 @@ import { check, invalidArg, ServeConfigError } from '../errors';
 import { listenUnix, unlinkIfOurs } from '../socket/bind';
 import { adoptSocket } from '../socket/adopt';
 import { encodeAddress } from '../socket/address';
+import { takeListenFds, type InheritedFd } from './inherited-fds';
+import { matchListeners, type MatchSpec } from './listener-match';
 
 export interface ListenerSpec {
   kind: 'tcp' | 'unix' | 'systemd';
@@ -44,6 +51,14 @@ export interface Listener extends ListenerInfo {
   fd: number;
   /** Inherited (systemd): never unlinked, never shut down by us. */
   inherited: boolean;
+  /** Pushed into systemd's fd store (fd-store.ts): like an inherited one,
+   * it outlives this process, with its backlog, for the next run. */
+  stored?: boolean;
+  /** Handed out to another process (`_getsocks`: a new primary, HAProxy),
+   * or taken over from one that may still hold it (takeover.ts, until the
+   * old process was told to finish): this process only closes its copy,
+   * never filters it, drains its backlog or unlinks its socket file. */
+  shared?: boolean;
   /** Unix path socket created by us: its inode, to unlink on close. */
   ino?: number | null;
 }
@@ -87,32 +102,36 @@ export function parseListen(spec: string): ListenerSpec {
   return { kind: 'tcp', host, port, tls, name };
 }
 
-/** Opens every listener; on failure closes those already open and throws. */
-export async function openListeners(specs: ListenerSpec[], backlog = 511): Promise<Listener[]> {
+/**
+ * Opens every listener, taking over the `inherited` fds that match (default:
+ * LISTEN_FDS, taken now); those no listener takes are closed (their `used`
+ * stays false). On failure closes those already open and throws.
+ */
+export async function openListeners(specs: ListenerSpec[], backlog = 511, inherited: InheritedFd[] = takeListenFds()): Promise<Listener[]> {
   const out: Listener[] = [];
   try {
-    const inherited = takeSystemdFds();
     try {
-      for (const spec of specs) {
-        if (spec.kind === 'systemd') {
-          const picked = inherited.filter((f) => !spec.fdName || f.name === spec.fdName);
-          if (picked.length === 0) {
-            throw new ServeConfigError('FDPASS_ERR_NO_SYSTEMD_FDS',
-              `--listen systemd${spec.fdName ? ':' + spec.fdName : ''}: no such fd was passed (LISTEN_FDS/LISTEN_FDNAMES)`);
-          }
-          for (const f of picked) {
-            // Ours once described; one that is not a listener stays in
-            // `inherited` and is closed below.
-            out.push(describeInherited(f.fd, f.name, spec, out.length));
-            inherited.splice(inherited.indexOf(f), 1);
-          }
-        } else {
+      const { bySpec } = matchListeners(specs.map(matchSpec), inherited);
+      for (const [i, spec] of specs.entries()) {
+        const fds = bySpec[i]!;
+        if (spec.kind === 'systemd' && fds.length === 0) {
+          throw new ServeConfigError('FDPASS_ERR_NO_SYSTEMD_FDS',
+            `--listen systemd${spec.fdName ? ':' + spec.fdName : ''}: no such fd was passed (LISTEN_FDS/LISTEN_FDNAMES)`);
+        }
+        if (fds.length === 0) {
           out.push(await openOne(spec, out.length, backlog));
+          continue;
+        }
+        for (const f of fds) {
+          // Ours once described; one that is not a listener stays unused
+          // and is closed below.
+          out.push(describeInherited(f.fd, f.name, spec, out.length));
+          f.used = true;
         }
       }
     } finally {
       // Inherited fds nobody asked for are not ours to keep.
-      for (const f of inherited) native.close(f.fd);
+      for (const f of inherited) if (!f.used) native.close(f.fd);
     }
     return out;
   } catch (err) {
@@ -121,8 +140,19 @@ export async function openListeners(specs: ListenerSpec[], backlog = 511): Promi
   }
 }
 
+function listenerName(spec: ListenerSpec): string {
+  return spec.name ?? (spec.tls ? 'https' : 'http');
+}
+
+export function matchSpec(spec: ListenerSpec): MatchSpec {
+  return {
+    kind: spec.kind, name: listenerName(spec), host: spec.host, port: spec.port, fdName: spec.fdName,
+    unixAddress: spec.kind === 'unix' ? encodeAddress(spec.path!) : undefined,
+  };
+}
+
 async function openOne(spec: ListenerSpec, index: number, backlog: number): Promise<Listener> {
-  const name = spec.name ?? (spec.tls ? 'https' : 'http');
+  const name = listenerName(spec);
   if (spec.kind === 'unix') {
     // The one listen sequence (socket/bind.ts): if it fails, no fd and no
     // socket file are left.
@@ -150,47 +180,37 @@ async function openOne(spec: ListenerSpec, index: number, backlog: number): Prom
 const NAME_BUF = Buffer.alloc(64);
 
 /**
- * systemd socket activation: LISTEN_FDS fds from 3 on, honoured only when
- * LISTEN_PID is this process. They are taken once (the variables are
- * removed, so workers never see them) and made close-on-exec.
+ * An inherited listener, taken by `spec`: a systemd spec's (named by the
+ * spec, else by its fd name), or an address spec's (which matched its
+ * name and address: shown as if bound here).
  */
-function takeSystemdFds(): { fd: number; name: string }[] {
-  const pid = Number(process.env.LISTEN_PID);
-  const n = Number(process.env.LISTEN_FDS);
-  const names = (process.env.LISTEN_FDNAMES ?? '').split(':');
-  delete process.env.LISTEN_PID;
-  delete process.env.LISTEN_FDS;
-  delete process.env.LISTEN_FDNAMES;
-  if (pid !== process.pid || !Number.isInteger(n) || n <= 0) return [];
-  const out: { fd: number; name: string }[] = [];
-  for (let i = 0; i < n; i++) {
-    const fd = 3 + i;
-    native.setCloexec(fd, true);
-    out.push({ fd, name: names[i] ?? '' });
-  }
-  return out;
-}
-
 function describeInherited(fd: number, fdName: string, spec: ListenerSpec, index: number): Listener {
   const { family } = adoptSocket(fd, { unix: false, listening: true, what: `systemd fd ${fd} (${fdName || 'unnamed'})` });
-  const name = spec.name ?? (fdName || (spec.tls ? 'https' : 'http'));
-  let address = `systemd fd ${fd}`;
+  const name = spec.kind === 'systemd' ? spec.name ?? (fdName || (spec.tls ? 'https' : 'http')) : listenerName(spec);
+  let address = spec.kind === 'unix' ? spec.path! : `systemd fd ${fd}`;
   let port: number | undefined;
   if (family === K.AF_INET || family === K.AF_INET6) {
     port = native.inetName(fd, false, NAME_BUF);
     const host = NAME_BUF.toString('latin1', 0, NAME_BUF.indexOf(0));
     address = family === K.AF_INET6 ? `[${host}]:${port}` : `${host}:${port}`;
   }
-  return { index, name, tls: spec.tls, kind: 'systemd', address, port, fd, inherited: true };
+  return { index, name, tls: spec.tls, kind: spec.kind, address, port, fd, inherited: true };
 }
 
-/** Closes listeners; unlinks the Unix socket files this process created. */
+/** Whether `l` lives on after this process closes its fd (inherited, or in
+ * systemd's fd store): then it is never unlinked nor filtered on shutdown. */
+export function outlivesUs(l: Listener): boolean {
+  return l.inherited || l.stored === true || l.shared === true;
+}
+
+/** Closes listeners; unlinks the Unix socket files this process created
+ * (unless they live on: the next run takes them over). */
 export function closeListeners(listeners: Listener[]): void {
   for (const l of listeners) {
     if (l.fd < 0) continue;
     native.close(l.fd);
     l.fd = -1;
-    if (l.kind === 'unix' && l.ino != null) unlinkIfOurs(l.address, l.ino);
+    if (l.kind === 'unix' && l.ino != null && !outlivesUs(l)) unlinkIfOurs(l.address, l.ino);
   }
 }
 

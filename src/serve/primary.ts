@@ -16,7 +16,16 @@
  * - supervisor.ts: the worker processes (spawn, readiness, respawn with
  *   back-off, crash loops, drain, kill);
  * - spare-fds.ts: a few fds kept so that a worker can be respawned at
- *   RLIMIT_NOFILE; status.ts: the status document.
+ *   RLIMIT_NOFILE; status.ts: the status document;
+ * - privileges.ts: the workers' user (resolved here, switched to in each
+ *   worker); tls-credentials.ts: the certificate and key, read here and
+ *   handed to each generation's workers as bytes;
+ * - systemd-service.ts: READY/RELOADING/STOPPING/STATUS/WATCHDOG and the fd
+ *   store, under a service manager (NOTIFY_SOCKET);
+ * - takeover.ts: the listeners taken over from a running process instead
+ *   of bound (--takeover), which is told to finish once this one serves;
+ *   handover.ts: this one's listeners handed out (--expose-listeners) and
+ *   upgrade() (a new primary from this one's command line takes over).
  *
  * Generations: reload() starts a new generation of workers; the serving
  * one serves (and is respawned) until all of the new one is ready, then
@@ -32,7 +41,15 @@ import * as path from 'node:path';
 import * as os from 'node:os';
 import { ServeConfigError } from '../errors';
 import { fdsFreed } from '../socket/acceptor';
-import { openListeners, closeListeners, publicInfo, type Listener, type ListenerSpec } from './listeners';
+import { closeListeners, publicInfo, type Listener, type ListenerSpec } from './listeners';
+import { takeListenFds } from './inherited-fds';
+import { openTakingOver, type TakeoverOptions, type TakeoverInfo } from './takeover';
+import { Handover } from './handover';
+import type { Credentials } from '../socket/frame';
+import { resolveWorkerIdentity, identityLabel, type ResolvedIdentity } from './privileges';
+import { workerPreloadArgs } from './drop-privileges';
+import { GenerationCredentials } from './tls-credentials';
+import { SystemdService } from './systemd-service';
 import { AcceptLoop } from './accept-loop';
 import { Dispatcher } from './dispatcher';
 import { Supervisor, type WorkerRec } from './supervisor';
@@ -46,6 +63,7 @@ export { STRATEGIES, type Strategy } from './strategies';
 export type { LogEvent } from './log';
 export type { Status, WorkerStatus } from './status';
 export type { WorkerState } from './supervisor';
+export type { TakeoverOptions, TakeoverInfo } from './takeover';
 
 export interface PrimaryOptions {
   listeners: ListenerSpec[];
@@ -56,6 +74,11 @@ export interface PrimaryOptions {
   app?: string;
   cert?: string;
   key?: string;
+  /** The workers' user (a name or uid) and group (default: the user's
+   * primary group). A root primary without one runs them as `nobody`;
+   * `'root'` keeps root. */
+  user?: string;
+  group?: string;
   /** How long workers may take to finish in-flight work on shutdown/reload (ms, default 10 s). */
   shutdownTimeout?: number;
   /** How long a worker may take to become ready (ms, default 10 s). */
@@ -69,9 +92,20 @@ export interface PrimaryOptions {
   /** Extra arguments for the worker's node (execArgv). */
   workerExecArgv?: string[];
   backlog?: number;
+  /** Take the listeners over from the process exposing them at this path
+   * (fdpass's --expose-listeners, HAProxy's `expose-fd listeners`) instead
+   * of binding them; it is told to finish once the workers are ready. */
+  takeover?: TakeoverOptions;
+  /** Answer `_getsocks` here (0600, this uid): `haproxy -x`, `--takeover`. */
+  exposeListeners?: string;
+  /** upgrade(): the new primary's argv, given the path it takes over from. */
+  upgradeCommand?: (takeoverPath: string) => string[];
 }
 
-type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions;
+type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions & {
+  identity: ResolvedIdentity;
+  credentials: GenerationCredentials;
+};
 
 export class Primary extends EventEmitter {
   /** The listening sockets, with their bound addresses. */
@@ -84,11 +118,21 @@ export class Primary extends EventEmitter {
   readonly #accept: AcceptLoop;
   readonly #rate: RateMeter;
   readonly #reloads = new Coalescer(() => this.#reloadNow());
+  /** Under a service manager (NOTIFY_SOCKET), what it is told. */
+  readonly #service: SystemdService | null;
   /** The newest generation number given out (the serving one is the supervisor's). */
   #newest = 1;
   #stopping = false;
   #started = false;
   #startedAt = Date.now();
+  readonly #handover: Handover;
+  /** The takeover this primary started with. */
+  #takeover: TakeoverInfo | null = null;
+  /** A successor took over: this one stops without telling the service
+   * manager it stops (the service goes on, in the successor). */
+  #succeeded = false;
+  /** What a successor binds, released before it serves alone. */
+  readonly #releases: ((successor: Credentials) => Promise<void>)[] = [];
 
   private constructor(listeners: Listener[], opts: ResolvedOptions) {
     super();
@@ -108,12 +152,12 @@ export class Primary extends EventEmitter {
       readyTimeout: opts.readyTimeout,
       shutdownTimeout: opts.shutdownTimeout,
       workerScript: opts.workerScript,
-      workerExecArgv: opts.workerExecArgv,
+      workerExecArgv: [...workerPreloadArgs(), ...(opts.workerExecArgv ?? [])],
+      credentials: (generation) => opts.credentials.message(generation),
       config: {
         primaryPid: process.pid,
         listeners: listeners.map(publicInfo),
-        cert: opts.cert && path.resolve(opts.cert),
-        key: opts.key && path.resolve(opts.key),
+        identity: opts.identity.identity,
         app: opts.app && path.resolve(opts.app),
         reportLoad: opts.strategy === 'least-connections',
         handshakeTimeout: opts.handshakeTimeout,
@@ -133,6 +177,27 @@ export class Primary extends EventEmitter {
     this.#accept = new AcceptLoop(listeners, (fds, n, l, peers) => this.#dispatcher.accepted(fds, n, l.index, peers), this.#log,
       { peers: opts.strategy === 'hash' });
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
+    // Before any worker is spawned: they must not inherit NOTIFY_SOCKET.
+    this.#service = SystemdService.fromEnv(this, opts.workers, this.#log);
+    this.#handover = new Handover({
+      listeners,
+      log: this.#log,
+      stopping: () => this.#stopping,
+      upgradeTimeout: opts.readyTimeout + 20_000,
+      upgradeCommand: opts.upgradeCommand,
+      // The successor talks to the service manager in its turn.
+      upgradeEnv: () => ({ ...process.env, ...this.#service?.successorEnv() }),
+      release: async (successor) => {
+        this.#succeeded = true;
+        // The manager follows the successor before this one exits.
+        await this.#service?.mainPid(successor.pid);
+        for (const fn of this.#releases) await fn(successor);
+      },
+      finish: (successor) => {
+        this.emit('taken-over', successor);
+        void this.shutdown();
+      },
+    });
   }
 
   /**
@@ -153,23 +218,53 @@ export class Primary extends EventEmitter {
     if (options.listeners.some((l) => l.tls) && (!options.cert || !options.key)) {
       throw new ServeConfigError('FDPASS_ERR_NO_CERT', 'a tls listener needs --cert and --key');
     }
-    const listeners = await openListeners(options.listeners, options.backlog);
+    // Nothing is opened for a user that cannot be, or a certificate that
+    // cannot be read.
+    const identity = resolveWorkerIdentity(options.user, options.group);
+    const credentials = new GenerationCredentials(options.cert && path.resolve(options.cert), options.key && path.resolve(options.key));
+    credentials.load(1);
+    const inherited = takeListenFds();
+    const { listeners, takeover } = await openTakingOver(options.listeners, options.backlog, inherited, options.takeover);
     const p = new Primary(listeners, {
-      ...options, workers, strategy,
+      ...options, workers, strategy, identity, credentials,
       shutdownTimeout: options.shutdownTimeout ?? 10_000,
       readyTimeout: options.readyTimeout ?? 10_000,
     });
     try {
-      p.#log('start', { pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo) });
+      p.#log('start', {
+        pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo),
+        inherited: listeners.filter((l) => l.inherited).map((l) => l.address), user: identityLabel(identity.identity),
+      });
+      if (identity.defaulted) {
+        p.#log('worker-user', { user: identityLabel(identity.identity), why: 'the primary runs as root and no user was given (--user root keeps root)' });
+      }
+      takeover?.adopted(listeners, p.#log);
+      p.#service?.storeListeners(listeners, inherited);
       p.#spares.take();
       await p.#supervisor.startGeneration(p.#newest);
       p.#supervisor.promote(p.#newest);
       p.#started = true;
+      // Taking over, READY (and MAINPID) go out once the old process has
+      // made this one the main pid.
+      if (!takeover) p.#service?.ready();
     } catch (err) {
+      // The old process serves on: it sees the takeover connection close.
+      takeover?.abandon();
       await p.shutdown();
       throw err;
     }
     p.#updateAccepting();
+    if (takeover) {
+      await takeover.finishOld(p.#log);
+      p.#takeover = takeover.info;
+      p.#service?.ready();
+    }
+    if (options.exposeListeners) {
+      await p.#handover.expose(options.exposeListeners, takeover !== null).catch(async (err: unknown) => {
+        await p.shutdown();
+        throw err;
+      });
+    }
     return p;
   }
 
@@ -215,7 +310,10 @@ export class Primary extends EventEmitter {
   reload(): Promise<void> {
     if (this.#stopping) return Promise.resolve();
     if (this.#reloads.next === 'queue') this.#log('reload-queued', { serving: this.#supervisor.serving });
-    return this.#reloads.run();
+    this.#service?.reloading();
+    const done = this.#reloads.run();
+    done.then(() => this.#service?.reloaded(), (err: unknown) => this.#service?.reloaded(err));
+    return done;
   }
 
   async #reloadNow(): Promise<void> {
@@ -228,10 +326,14 @@ export class Primary extends EventEmitter {
     this.#log('reload', { generation, serving: this.#supervisor.serving });
     let old: WorkerRec[];
     try {
+      // The certificate and key are read again: a reload picks up new ones.
+      this.#opts.credentials.load(generation);
       await this.#supervisor.startGeneration(generation);
       old = this.#supervisor.promote(generation);
+      this.#opts.credentials.keepOnly(generation);
     } catch (err) {
       this.#supervisor.abandon(generation);
+      this.#opts.credentials.keepOnly(this.#supervisor.serving);
       this.#log('reload-failed', { generation, serving: this.#supervisor.serving, error: (err as Error).message });
       throw err;
     }
@@ -252,11 +354,14 @@ export class Primary extends EventEmitter {
       return;
     }
     this.#stopping = true;
-    this.#log('shutdown', { workers: this.#supervisor.workers.size });
+    this.#log('shutdown', { workers: this.#supervisor.workers.size, shared: this.sockets.filter((l) => l.shared).map((l) => l.address) });
+    if (!this.#succeeded) this.#service?.stopping();
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
     this.#dispatcher.stop();
     this.#spares.release();
+    // Before any listener closes: its sends borrow the listener fds.
+    await this.#handover.close();
     await this.#accept.drain(Date.now() + this.#opts.shutdownTimeout, () => this.#inflight());
     this.#accept.close();
     closeListeners(this.sockets);
@@ -265,7 +370,25 @@ export class Primary extends EventEmitter {
     this.#dispatcher.close();
     this.#spares.release();
     this.#rate.stop();
+    await this.#service?.close();
     this.#log('stopped', { handed: this.#dispatcher.handed });
+  }
+
+  /**
+   * Starts a new primary from this one's command line (upgradeCommand) that
+   * takes over the listeners (handover.ts, upgrade.ts). Resolves with its
+   * pid once it serves and this one is finishing ('taken-over'); rejects
+   * with an UpgradeError, and this one serves on, if it cannot. Called
+   * while an upgrade runs, it settles with that one.
+   */
+  upgrade(): Promise<number> {
+    return this.#handover.upgrade();
+  }
+
+  /** Runs `fn` before a successor (a new primary that took over) serves
+   * alone: to release what it will bind (the control socket). */
+  releaseForSuccessor(fn: (successor: Credentials) => Promise<void>): void {
+    this.#releases.push(fn);
   }
 
   #inflight(): number {
@@ -296,6 +419,8 @@ export class Primary extends EventEmitter {
       listeners: this.sockets.map(publicInfo),
       workers: this.#supervisor.workers,
       restarts: (slot) => this.#supervisor.restarts(slot),
+      takeover: this.#takeover,
+      exposeListeners: this.#handover.exposedAt,
     });
   }
 

@@ -8,20 +8,23 @@
  *     CONNS     u8 1, u8 0, u16 n, n x (u32 id, u16 listener, u16 0)   + n fds
  *     SHUTDOWN  u8 2, u8 0, u16 0, u32 timeout ms: finish, then exit 0
  *     STATUS?   u8 3: ask for a STATS message
+ *     TLS       u8 4, u8 0, u16 0, u32 certLength, cert bytes, key bytes (PEM):
+ *               the certificate and key of the tls listeners, sent once,
+ *               right after the spawn, before any CONNS
  *   worker -> primary
  *     READY     u8 10, then JSON { pid }
  *     ACK       u8 11, u8 0, u16 n, u32 live, u32 closed, n x u32 id:
  *               connections adopted; the primary may close its copies now
  *     LOAD      u8 12, u8 0, u16 0, u32 live, u32 requests, u32 closed: live
  *               connections (sent as they close, for least-connections)
- *   `closed` counts the connections the worker was handed and has closed
- *   (modulo 2^32), those it closed at once included: the primary subtracts
- *   it from what it handed to know what is open there.
  *     FAILED    u8 13, then JSON { message }: the worker could not start
  *     LOST      u8 14, u8 0, u16 0, u32 batch: the batch-th CONNS message
  *               (counting from 1, modulo 2^32) arrived without its fds
  *               (MSG_CTRUNC: the worker is at RLIMIT_NOFILE); the primary still
  *               holds them and hands them to another worker
+ * `closed` counts the connections the worker was handed and has closed
+ * (modulo 2^32), those it closed at once included: the primary subtracts it
+ * from what it handed to know what is open there (least-connections).
  * Little-endian throughout.
  */
 import { ProtocolError } from '../errors';
@@ -30,6 +33,7 @@ export const enum Op {
   Conns = 1,
   Shutdown = 2,
   StatusQuery = 3,
+  Tls = 4,
   Ready = 10,
   Ack = 11,
   Load = 12,
@@ -53,7 +57,8 @@ export type WorkerMessage =
 export type PrimaryMessage =
   | { op: Op.Conns; conns: Handed[] }
   | { op: Op.Shutdown; timeout: number }
-  | { op: Op.StatusQuery };
+  | { op: Op.StatusQuery }
+  | { op: Op.Tls; cert: Buffer; key: Buffer };
 
 export function encodeConns(ids: ArrayLike<number>, listeners: ArrayLike<number>, n: number): Buffer {
   const b = Buffer.allocUnsafe(4 + 8 * n);
@@ -77,6 +82,13 @@ export function encodeShutdown(timeout: number): Buffer {
 
 export function encodeStatusQuery(): Buffer {
   return Buffer.from([Op.StatusQuery]);
+}
+
+export function encodeTls(cert: Buffer, key: Buffer): Buffer {
+  const head = Buffer.alloc(8);
+  head[0] = Op.Tls;
+  head.writeUInt32LE(cert.length, 4);
+  return Buffer.concat([head, cert, key]);
 }
 
 const ACK_HEADER = 12;
@@ -162,6 +174,13 @@ export function decodePrimaryMessage(b: Buffer, nfds: number): PrimaryMessage {
       return { op: Op.Shutdown, timeout: b.readUInt32LE(4) };
     case Op.StatusQuery:
       return { op: Op.StatusQuery };
+    case Op.Tls: {
+      if (b.length < 8) throw fromPrimary(`TLS of ${b.length} bytes`);
+      const certLength = b.readUInt32LE(4);
+      if (certLength > b.length - 8) throw fromPrimary(`TLS with a ${certLength}-byte certificate in ${b.length} bytes`);
+      // Copies of their own, not views that keep the whole receive batch alive.
+      return { op: Op.Tls, cert: Buffer.from(b.subarray(8, 8 + certLength)), key: Buffer.from(b.subarray(8 + certLength)) };
+    }
     default:
       throw fromPrimary(`unknown primary message op ${b[0]}`);
   }

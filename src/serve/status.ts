@@ -6,6 +6,7 @@
 import type { ListenerInfo } from './listeners';
 import type { Strategy } from './strategies';
 import type { WorkerRec, WorkerState } from './supervisor';
+import type { TakeoverInfo } from './takeover';
 
 export interface WorkerStatus {
   slot: number;
@@ -33,6 +34,11 @@ export interface Status {
     handoffRatePerSecond: number;
     acceptErrors: number;
     listeners: ListenerInfo[];
+    /** How this primary started by taking over from another process
+     * (--takeover, `fdpass upgrade`): when, from whom; null if it bound. */
+    takeover: TakeoverInfo | null;
+    /** Where it answers `_getsocks` (--expose-listeners); null if nowhere. */
+    exposeListeners: string | null;
   };
   workers: WorkerStatus[];
 }
@@ -50,6 +56,8 @@ export interface StatusInput {
   listeners: ListenerInfo[];
   workers: Iterable<WorkerRec>;
   restarts(slot: number): number;
+  takeover: TakeoverInfo | null;
+  exposeListeners: string | null;
 }
 
 export function buildStatus(s: StatusInput): Status {
@@ -69,6 +77,8 @@ export function buildStatus(s: StatusInput): Status {
       handoffRatePerSecond: Math.round(s.handoffRate),
       acceptErrors: s.acceptErrors,
       listeners: s.listeners,
+      takeover: s.takeover,
+      exposeListeners: s.exposeListeners,
     },
     workers: all.map((w) => ({
       slot: w.slot, pid: w.pid, generation: w.generation, state: w.state,

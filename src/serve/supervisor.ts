@@ -3,7 +3,8 @@
  *
  * - Spawn: a SOCK_SEQPACKET socketpair whose other end becomes the worker's
  *   fd 3 (our copy of that end is closed right after the spawn: the child
- *   has its own), with the worker's configuration in its environment. The
+ *   has its own), with the worker's configuration in its environment and
+ *   its generation's certificate and key as the first message on it. The
  *   primary's spare fds are given up for the moment of the spawn.
  * - Readiness: a worker is 'starting' until it says READY; one not ready
  *   within readyTimeout is killed, and its start fails (WorkerStartError).
@@ -83,6 +84,9 @@ export interface SupervisorOptions {
   /** Worker entry point; default the built-in worker-main. */
   workerScript?: string;
   workerExecArgv?: string[];
+  /** The TLS message (certificate and key) for a worker of `generation`,
+   * sent first on its channel; none without tls listeners. */
+  credentials?: (generation: number) => Buffer | undefined;
 }
 
 export interface SupervisorHooks {
@@ -244,6 +248,8 @@ export class Supervisor {
     // worker waits for promote().
     if (generation === this.#serving) this.#slots[slot]!.current = w;
     else this.#slots[slot]!.next = w;
+    const tls = this.#opts.credentials?.(generation);
+    if (tls) mine.send(tls).catch(() => {}); // a worker that is gone already is noticed below
     mine.on('message', (m: Message) => this.#onMessage(w, m));
     mine.on('error', () => this.gone(w, 'channel error'));
     mine.on('close', () => this.gone(w, 'channel closed'));

@@ -32,7 +32,6 @@
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import * as fs from 'node:fs';
 import type * as http from 'node:http';
 import { EventEmitter } from 'node:events';
 import { UnixSocket } from '../socket/socket';
@@ -41,6 +40,7 @@ import { native } from '../native';
 import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, encodeLost, Op } from './protocol';
 import type { ListenerInfo } from './listeners';
 import { ServeConfigError } from '../errors';
+import type { WorkerIdentity } from './privileges';
 import { armHandshakeDeadline, handshakeDone, validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from './handshake-deadline';
 
 /** Environment of a worker started by the primary. */
@@ -51,8 +51,10 @@ export interface WorkerConfig {
   slot: number;
   generation: number;
   listeners: ListenerInfo[];
-  cert?: string;
-  key?: string;
+  /** Who the worker runs as: the preload (drop-privileges.ts) switches to
+   * it before the worker script runs. The certificate and key of tls
+   * listeners are not here: they come as bytes over the channel (TLS). */
+  identity?: WorkerIdentity;
   /** The APP module (absolute path); none: the built-in demo. */
   app?: string;
   /** Report live connection counts as they change (least-connections needs them). */
@@ -104,7 +106,8 @@ export class Worker extends EventEmitter {
   readonly config: WorkerConfig;
   #sock: UnixSocket;
   #targets = new Map<string, Target>();
-  #tlsContexts = new Map<number, tls.SecureContext>();
+  /** From the primary's TLS message (the first on the channel, if any). */
+  #tlsContext: tls.SecureContext | null = null;
   #live = new Set<net.Socket>();
   #requests = 0;
   /** Connections adopted (acknowledged) and closed since, modulo 2^32: the
@@ -267,6 +270,13 @@ export class Worker extends EventEmitter {
         this.#ackScheduled = true;
         queueMicrotask(() => this.#flushAcks());
       }
+    } else if (msg.op === Op.Tls) {
+      m.close();
+      try {
+        this.#tlsContext = tls.createSecureContext({ cert: msg.cert, key: msg.key });
+      } catch (err) {
+        this.emit('error', err);
+      }
     } else if (msg.op === Op.Shutdown) {
       m.close();
       void this.drain(msg.timeout);
@@ -310,15 +320,11 @@ export class Worker extends EventEmitter {
   /** TLS for a listener whose server speaks plain: handshake here, then hand
    * the decrypted stream over. */
   #handshake(raw: net.Socket, listener: ListenerInfo, target: Target, info: ConnectionInfo): void {
-    let ctx = this.#tlsContexts.get(listener.index);
+    const ctx = this.#tlsContext;
     if (!ctx) {
-      if (!this.config.cert || !this.config.key) {
-        raw.destroy();
-        this.emit('error', new ServeConfigError('FDPASS_ERR_NO_CERT', `listener ${listener.address} is tls but no --cert/--key was given`));
-        return;
-      }
-      ctx = tls.createSecureContext({ cert: fs.readFileSync(this.config.cert), key: fs.readFileSync(this.config.key) });
-      this.#tlsContexts.set(listener.index, ctx);
+      raw.destroy();
+      this.emit('error', new ServeConfigError('FDPASS_ERR_NO_CERT', `listener ${listener.address} is tls but no --cert/--key was given`));
+      return;
     }
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx, ALPNProtocols: ['http/1.1'] });
     (secure as tls.TLSSocket & { [INFO]: ConnectionInfo })[INFO] = info;

@@ -28,9 +28,19 @@ export interface ServeResult extends ChildResult {
   events: LogEvent[];
 }
 
-export type ServeOptions = Pick<ChildOptions, 'owner' | 'prefix' | 'env'> & {
+export type ServeOptions = Pick<ChildOptions, 'owner' | 'prefix' | 'env' | 'fds' | 'uid' | 'gid'> & {
   /** How long to wait for the "up" line (default 15 s). */
   upTimeout?: number;
+  /** The fdpass command to run (default the repository's bin/fdpass.js; a
+   * readableCopy()'s for workers of another user). */
+  cli?: string;
+  /**
+   * The workers' user when the test runs as root and ARGS has no --user:
+   * default 'root', so that tests about anything but privileges keep their
+   * workers as the test's user (and need not read the package as another
+   * user); null passes no --user (a root primary's default: nobody).
+   */
+  user?: string | null;
 };
 
 const LISTENER_LINE = /^fdpass: (\S+) on (.+?)( \(tls\))?$/;
@@ -64,7 +74,9 @@ export class ServeProcess extends Child {
 
   /** `prefix` (e.g. systemd-socket-activate ...) must exec fdpass, so that `pid` is the primary's. */
   constructor(args: readonly string[], options: ServeOptions = {}) {
-    super([process.execPath, CLI, 'serve', ...args], { owner: options.owner, prefix: options.prefix, env: options.env, label: 'fdpass serve' });
+    super([process.execPath, options.cli ?? CLI, 'serve', ...withUser(args, options)], {
+      owner: options.owner, prefix: options.prefix, env: options.env, fds: options.fds, uid: options.uid, gid: options.gid, label: 'fdpass serve',
+    });
     this.emitter.on('line', (line: string, stream: string) => {
       if (stream === 'stderr') this.#onLine(line);
     });
@@ -210,6 +222,13 @@ export class ServeProcess extends Child {
     return super.kill('SIGKILL');
   }
 
+}
+
+/** ARGS with `--user USER` added (see ServeOptions.user). */
+function withUser(args: readonly string[], o: ServeOptions): readonly string[] {
+  const root = (o.uid ?? process.getuid!()) === 0;
+  if (o.user === null || !root || args.some((a) => a === '--user' || a.startsWith('--user='))) return args;
+  return ['--user', o.user ?? 'root', ...args];
 }
 
 /** Starts `fdpass serve ARGS` and waits until it is up; kills it if it does not get there. */

@@ -29,6 +29,9 @@ function fakePrimary(delayMs = 0): ControlTarget & { queries: number; events: st
       return { primary: { pid: process.pid }, workers: [] } as unknown as Status;
     },
     async reload(): Promise<void> {},
+    async upgrade(): Promise<number> {
+      return 0;
+    },
     log: (event: string) => {
       target.events.push(event);
     },

@@ -8,7 +8,7 @@ import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   decodePrimaryMessage, decodeWorkerMessage, encodeAck, encodeConns, encodeJson, encodeLoad, encodeLost, encodeShutdown,
-  encodeStatusQuery, Op,
+  encodeStatusQuery, encodeTls, Op,
 } from '../../src/serve/protocol';
 import { ProtocolError } from '../../src/errors';
 
@@ -23,6 +23,16 @@ test('primary -> worker: CONNS, SHUTDOWN and STATUS? round-trip', () => {
   assert.deepEqual(decodePrimaryMessage(encodeStatusQuery(), 0), { op: Op.StatusQuery });
   assert.throws(() => decodePrimaryMessage(encodeConns([1, 2], [0, 0], 2), 1), refused(/CONNS of 2 came with 1 fds/));
   assert.throws(() => decodePrimaryMessage(Buffer.from([Op.Conns, 0, 1, 0]), 1), refused(/CONNS of 1 in 4 bytes/));
+});
+
+test('primary -> worker: TLS carries the certificate and key bytes; a truncated one is refused', () => {
+  const cert = Buffer.from('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n');
+  const key = Buffer.from('-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n');
+  const msg = encodeTls(cert, key);
+  assert.deepEqual(decodePrimaryMessage(msg, 0), { op: Op.Tls, cert, key });
+  assert.deepEqual(decodePrimaryMessage(encodeTls(Buffer.alloc(0), key), 0), { op: Op.Tls, cert: Buffer.alloc(0), key });
+  assert.throws(() => decodePrimaryMessage(msg.subarray(0, 8 + cert.length - 1), 0), refused(/TLS with a \d+-byte certificate in \d+ bytes/));
+  assert.throws(() => decodePrimaryMessage(msg.subarray(0, 5), 0), refused(/TLS of 5 bytes/));
 });
 
 test('worker -> primary: READY, ACK, LOAD, FAILED and LOST round-trip; malformed ones are refused', () => {
