@@ -218,7 +218,7 @@ export class Dispatcher<W extends Target> {
     const loads: WorkerLoad[] = ready.map((w) => {
       const r = w.window.room(w.inflight.size, now);
       room += r;
-      return { pending: w.inflight.size, open: openAt(w), unacked: w.inflight.size, limit: w.inflight.size + r };
+      return { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
     });
     if (room === 0) {
       // Nobody has room: no pass over what waits (it may be long).

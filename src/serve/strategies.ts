@@ -23,9 +23,6 @@ export interface WorkerLoad {
    * closed yet: what the primary knows at once, not what the worker last
    * said it holds. */
   open: number;
-  /** Of the pending ones, those handed before this batch: the worker had
-   * a loop turn to acknowledge them and did not (yet). Default 0. */
-  unacked?: number;
   /** Its own limit, where lower than the common one. */
   limit?: number;
 }
@@ -56,18 +53,14 @@ export function roundRobin(loads: readonly WorkerLoad[], cursor: number, limit: 
 }
 
 /**
- * Least-connections: the candidate with the fewest open connections, where
- * those it has not acknowledged since an earlier batch count twice. Open
- * counts what the primary knows at once (handed and not reported closed,
- * the ones picked in this batch included), so a burst handed out before any
- * worker reports spreads, and a worker busy in a long request, which
- * acknowledges nothing while it is busy, is passed over as its count grows
- * with each connection it is given, not after it next reports. A worker
- * acknowledges within its next loop turn: a hand-off still unacknowledged
- * at the next batch says it is busy (or starved of CPU), and the doubled
- * count steers the next connections to the others sooner. Ties go to the
- * first from `cursor` on, and the cursor moves by one per pick, so equal
- * workers take turns.
+ * Least-connections: the candidate with the fewest open connections, as the
+ * primary knows them at once: handed and not reported closed, the ones not
+ * acknowledged yet and those picked in this batch included. So a burst
+ * handed out before any worker reports spreads, and a worker busy in a long
+ * request, which acknowledges and closes nothing while it is busy, is passed
+ * over as soon as its count, which grows with each connection it is given,
+ * passes the others'. Ties go to the first from `cursor` on, and the cursor
+ * moves by one per pick, so equal workers take turns.
  */
 export function leastConnections(loads: readonly WorkerLoad[], cursor: number, limit: number): Pick {
   const n = loads.length;
@@ -77,10 +70,9 @@ export function leastConnections(loads: readonly WorkerLoad[], cursor: number, l
     const at = (cursor + i) % n;
     const w = loads[at]!;
     if (full(w, limit)) continue;
-    const load = w.open + (w.unacked ?? 0);
-    if (load < bestLoad) {
+    if (w.open < bestLoad) {
       best = at;
-      bestLoad = load;
+      bestLoad = w.open;
     }
   }
   return { index: best, cursor: n === 0 ? cursor : (cursor + 1) % n };
