@@ -8,6 +8,7 @@
         "native/unix.c",
         "native/cmsg.c",
         "native/msgio.c",
+        "native/scratch.c",
         "native/inet.c",
         "native/creds.c",
         "native/poll.c"

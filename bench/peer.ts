@@ -86,22 +86,21 @@ async function pingpong(type: SocketType, m: number): Promise<void> {
  * path (epoll_wait, callback entry, a trailing EAGAIN read).
  */
 function rawPingpong(m: number, pong: boolean): Promise<void> {
-  const buf = Buffer.alloc(65536);
-  const meta = new Int32Array(64 * K.RECV_META);
   const rfds = new Int32Array(32 * 254);
   const st = new Int32Array(2);
-  const ctl = Buffer.alloc(K.RECV_CTL);
-  const smeta = new Int32Array([1, 1, 0, 0, 0, 0]);
+  const recv = native.recvScratch(Buffer.alloc(65536), new Int32Array(64 * K.RECV_META), rfds, Buffer.alloc(64 * K.RECV_ADDR), st,
+    Buffer.alloc(K.RECV_CTL));
+  const sbuf = Buffer.from(ONE);
   const sfds = new Int32Array(1);
-  const res = new Int32Array(2);
+  const send = native.sendScratch(sbuf, new Int32Array([1, 1, 0, 0, 0, 0]), sfds, new Int32Array(2));
   const sendFd = (s: number, fd: number) => {
     sfds[0] = fd;
-    return native.sendmsgs(s, ONE, smeta, sfds, 1, null, res);
+    return native.sendmsgs(send, s, 1, null, null);
   };
   return new Promise((resolve) => {
     if (pong) {
       const h = native.pollOpen(3, () => {
-        const n = native.recvmsgs(3, buf, meta, rfds, null, 64, 65536, st, ctl);
+        const n = native.recvmsgs(recv, 3, 64, 65536, rfds.length, false);
         if (n <= 0 || st[0] === K.STOP_EOF) {
           if (n === -11) return;
           native.pollClose(h as PollHandle);
@@ -124,7 +123,7 @@ function rawPingpong(m: number, pong: boolean): Promise<void> {
     let i = 0;
     let t0 = process.hrtime.bigint();
     const h = native.pollOpen(s, () => {
-      const n = native.recvmsgs(s, buf, meta, rfds, null, 64, 65536, st, ctl);
+      const n = native.recvmsgs(recv, s, 64, 65536, rfds.length, false);
       if (n <= 0) return;
       native.close(rfds[0]!);
       if (i >= WARMUP) rtt[i - WARMUP] = Number(process.hrtime.bigint() - t0) / 1e3;

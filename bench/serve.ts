@@ -1,12 +1,29 @@
 /**
- * `npm run bench:serve`: fdpass serve against Node's cluster (round-robin
- * SCHED_RR and SCHED_NONE), the same handler (bench/hello-app.js), the same
- * number of workers, measured in the same run with wrk on loopback.
+ * `npm run bench:serve`: fdpass serve (round-robin and least-connections)
+ * against what Node users run otherwise: cluster (round-robin SCHED_RR and
+ * SCHED_NONE) and `reusePort` (Node >= 22.12: independent processes on one
+ * port, the kernel spreading connections). The same handler
+ * (bench/hello-app.js), the same number of workers, the Node this runs on,
+ * measured in the same run with wrk on loopback:
  *
- *   new connection per request   wrk -H 'Connection: close'
+ *   new connection per request   wrk -H 'Connection: close' --latency (its p99
+ *                                is the tail without slow requests)
  *   keep-alive                   wrk (the primary is off the data path)
  *   idle p50                     wrk -c1 -t1 --latency, new connection each
+ *   mixed load p99               wrk -s bench/mixed.lua --latency, new
+ *                                connection each: 0.5% of requests spin
+ *                                10 ms of CPU in the worker
  *   primary CPU per connection   /proc/<primary>/stat during the first run
+ *   server CPU per request       the same, summed over the primary (or
+ *                                parent) and its worker processes: what a
+ *                                request costs the machine in all
+ *   cross-CPU wake-up            half the round trip of a C ping-pong
+ *                                (bench/c/fdbench.c) between two CPUs: the
+ *                                physical cost of the primary's extra hop
+ *
+ * Contenders run in turn, ROUNDS times, and the median of each figure is
+ * reported: ratios within one run are what to compare, absolute figures
+ * move with the machine's load.
  *
  * wrk comes from Debian (apt-get install wrk); installed here if missing.
  */
@@ -15,93 +32,185 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ROOT } from '../test/helpers/paths';
 import { spawnNode, type Child } from '../test/helpers/process';
-import { cpuTicks, USER_HZ } from '../test/helpers/proc';
+import { childrenOf, cpuTicks, USER_HZ } from '../test/helpers/proc';
 import { startServe } from '../test/helpers/serve';
 import { freePort } from '../test/helpers/sockets';
 import { median } from '../scripts/report';
 import { ensureWrk, wrk as runWrk, wrkFailures, type WrkResult } from '../scripts/wrk';
+import { compileFdbench, runJson } from './fdbench';
 
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const MIXED_SECONDS = Number(process.env.BENCH_MIXED_SECONDS ?? 2 * SECONDS);
 const CONNS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/** Only these contenders (comma-separated keys, e.g. `lc,none`), for quick comparisons. */
+const ONLY = process.env.BENCH_ONLY?.split(',');
+const MIXED_LUA = path.join(ROOT, 'bench', 'mixed.lua');
 
-interface Server { child: Child; port: number }
+interface Server { child: Child; port: number; primary: boolean }
 
-async function startFdpass(): Promise<Server> {
-  const child = await startServe(['--listen', '127.0.0.1:0', '--workers', String(WORKERS),
-    '--control', path.join(os.tmpdir(), `fdpass-bench-${process.pid}.sock`), path.join(ROOT, 'bench', 'hello-app.js')]);
-  return { child, port: child.listener('http').port! };
+/** `reusePort` arrived in Node 22.12 (and 23.1). */
+function hasReusePort(): boolean {
+  const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
+  return major > 22 || (major === 22 && minor >= 12);
 }
 
-async function startCluster(policy: 'rr' | 'none'): Promise<Server> {
+async function startFdpass(strategy: string): Promise<Server> {
+  const child = await startServe(['--listen', '127.0.0.1:0', '--workers', String(WORKERS), '--strategy', strategy,
+    '--control', path.join(os.tmpdir(), `fdpass-bench-${process.pid}.sock`), path.join(ROOT, 'bench', 'hello-app.js')]);
+  return { child, port: child.listener('http').port!, primary: true };
+}
+
+/** A baseline server script of bench/ that prints {"ready":true} when it listens. */
+async function startScript(script: string, args: (port: number) => string[], primary: boolean): Promise<Server> {
   const port = await freePort();
-  const child = spawnNode(path.join(ROOT, 'bench', 'cluster-server.js'), [policy, String(port), String(WORKERS)], { timeout: Infinity });
+  const child = spawnNode(path.join(ROOT, 'bench', script), args(port), { timeout: Infinity });
   try {
     await child.next(); // {"ready":true}
   } catch (err) {
     await child.kill();
     throw err;
   }
-  return { child, port };
+  return { child, port, primary };
 }
 
-async function wrk(port: number, args: string[]): Promise<{ rps: number; p50us: number; requests: number; errors: number }> {
+interface Contender {
+  key: string;
+  name: string;
+  start: (() => Promise<Server>) | null;
+}
+
+const CONTENDERS: Contender[] = [
+  { key: 'rr', name: 'fdpass serve, round-robin', start: () => startFdpass('round-robin') },
+  { key: 'lc', name: 'fdpass serve, least-connections', start: () => startFdpass('least-connections') },
+  { key: 'cluster-rr', name: 'cluster SCHED_RR', start: () => startScript('cluster-server.js', (p) => ['rr', String(p), String(WORKERS)], true) },
+  { key: 'none', name: 'cluster SCHED_NONE', start: () => startScript('cluster-server.js', (p) => ['none', String(p), String(WORKERS)], true) },
+  { key: 'reuseport', name: `reusePort (${WORKERS} processes)`,
+    start: hasReusePort() ? () => startScript('reuseport-server.js', (p) => [String(p), String(WORKERS)], false) : null },
+];
+
+interface Figures { rps: number; p50us: number; p99us: number; requests: number; errors: number }
+
+async function wrk(port: number, args: string[]): Promise<Figures> {
   const r: WrkResult = await runWrk(args, `http://127.0.0.1:${port}/`);
-  return { rps: r.rps, p50us: r.p50us, requests: r.requests, errors: wrkFailures(r) };
+  return { rps: r.rps, p50us: r.p50us, p99us: r.p99us, requests: r.requests, errors: wrkFailures(r) };
 }
 
-type Figures = Awaited<ReturnType<typeof wrk>>;
+interface Run { close: Figures; keep: Figures; idle: Figures; mixed: Figures; cpuUsPerConn: number; treeUsPerReq: number }
 
-async function measure(start: () => Promise<Server>): Promise<{ close: Figures; keep: Figures; idle: Figures; cpuUsPerConn: number }> {
+/** CPU ticks of `pid` and its children (the workers). */
+function treeTicks(pid: number): number {
+  return childrenOf(pid).reduce((a, c) => a + cpuTicks(c), cpuTicks(pid));
+}
+
+async function measure(start: () => Promise<Server>): Promise<Run> {
   const s = await start();
   try {
-    await wrk(s.port, ['-t1', '-c4', '-d1s', '-H', 'Connection: close']); // warm-up
+    const close = ['-H', 'Connection: close'];
+    await wrk(s.port, ['-t1', '-c4', '-d1s', ...close]); // warm-up
     const c0 = cpuTicks(s.child.pid);
-    const close = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`, '-H', 'Connection: close']);
+    const t0 = treeTicks(s.child.pid);
+    const closeRun = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`, '--latency', ...close]);
     const c1 = cpuTicks(s.child.pid);
+    const t1 = treeTicks(s.child.pid);
     const keep = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`]);
-    const idle = await wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', '-H', 'Connection: close']);
-    const cpuUsPerConn = ((c1 - c0) / USER_HZ) * 1e6 / close.requests;
-    return { close, keep, idle, cpuUsPerConn };
+    const idle = await wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', ...close]);
+    const mixed = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${MIXED_SECONDS}s`, '--latency', '-s', MIXED_LUA, ...close]);
+    const cpuUsPerConn = s.primary ? ((c1 - c0) / USER_HZ) * 1e6 / closeRun.requests : NaN;
+    const treeUsPerReq = ((t1 - t0) / USER_HZ) * 1e6 / closeRun.requests;
+    return { close: closeRun, keep, idle, mixed, cpuUsPerConn, treeUsPerReq };
   } finally {
     await s.child.stop();
   }
 }
 
+/** One cross-CPU wake-up (µs): half a C ping-pong's round trip between CPUs 0 and 1. */
+function wakeUpUs(fdbench: string): number {
+  if (os.cpus().length < 2) return NaN;
+  const r = runJson(fdbench, ['pingpong', '--type', 'seqpacket', '--count', '20000', '--cpu', '0', '--child-cpu', '1']);
+  return Number(r.p50_us) / 2;
+}
+
+interface Agg { close: number; closeP99: number; keep: number; idle: number; mixedP99: number; mixedP50: number; cpu: number; tree: number; errors: number; na: boolean }
+
+const num = (v: number) => Math.round(v).toLocaleString('en-US');
+const ms = (us: number) => (us / 1000).toFixed(1);
+const x = (v: number) => (Number.isFinite(v) ? `${v.toFixed(2)}x` : 'n/a');
+const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'met' : 'MISSED');
+
 async function main(): Promise<void> {
   ensureWrk({ install: true });
-  const names = ['fdpass serve', 'cluster SCHED_RR', 'cluster SCHED_NONE'] as const;
-  const starts = [startFdpass, () => startCluster('rr'), () => startCluster('none')];
-  const runs: Awaited<ReturnType<typeof measure>>[][] = [[], [], []];
+  const fdbench = compileFdbench();
+  const contenders = CONTENDERS.filter((c) => !ONLY || ONLY.includes(c.key));
+  const runs = new Map<string, Run[]>(contenders.map((c) => [c.key, []]));
+  const wakes: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    for (let i = 0; i < 3; i++) {
-      runs[i]!.push(await measure(starts[i]!));
-      process.stderr.write(`  round ${r + 1}: ${names[i]} done\n`);
+    wakes.push(wakeUpUs(fdbench));
+    for (const c of contenders) {
+      if (!c.start) continue;
+      runs.get(c.key)!.push(await measure(c.start));
+      process.stderr.write(`  round ${r + 1}: ${c.name} done\n`);
     }
   }
-  const agg = runs.map((rs) => ({
-    close: median(rs.map((x) => x.close.rps)),
-    keep: median(rs.map((x) => x.keep.rps)),
-    idle: median(rs.map((x) => x.idle.p50us)),
-    cpu: median(rs.map((x) => x.cpuUsPerConn)),
-    errors: rs.reduce((a, x) => a + x.close.errors + x.keep.errors + x.idle.errors, 0),
-  }));
-  const [f, rr, none] = agg as [typeof agg[0], typeof agg[0], typeof agg[0]];
-  const header = `fdpass serve benchmark ${new Date().toISOString()}  |  ${os.cpus()[0]?.model} x${os.cpus().length}  |  Linux ${os.release()}  |  Node ${process.version}  |  ${WORKERS} workers, wrk -c${CONNS} -d${SECONDS}s, median of ${ROUNDS}`;
-  const row = (n: string, a: typeof f) => `| ${n} | ${Math.round(a.close).toLocaleString('en-US')} | ${Math.round(a.keep).toLocaleString('en-US')} | ${a.idle.toFixed(0)} | ${a.cpu.toFixed(1)} | ${a.errors} |`;
+  const agg = new Map<string, Agg>();
+  for (const c of contenders) {
+    const rs = runs.get(c.key)!;
+    agg.set(c.key, {
+      close: median(rs.map((v) => v.close.rps)),
+      closeP99: median(rs.map((v) => v.close.p99us)),
+      keep: median(rs.map((v) => v.keep.rps)),
+      idle: median(rs.map((v) => v.idle.p50us)),
+      mixedP99: median(rs.map((v) => v.mixed.p99us)),
+      mixedP50: median(rs.map((v) => v.mixed.p50us)),
+      cpu: median(rs.map((v) => v.cpuUsPerConn)),
+      tree: median(rs.map((v) => v.treeUsPerReq)),
+      errors: rs.reduce((a, v) => a + v.close.errors + v.keep.errors + v.idle.errors + v.mixed.errors, 0),
+      na: !c.start,
+    });
+  }
+  const wake = median(wakes);
+  const header = `fdpass serve benchmark ${new Date().toISOString()}  |  ${os.cpus()[0]?.model} x${os.cpus().length}  |  Linux ${os.release()}  |  ` +
+    `Node ${process.version}  |  ${WORKERS} workers, wrk -t2 -c${CONNS} -d${SECONDS}s (mixed -d${MIXED_SECONDS}s), median of ${ROUNDS}  |  ` +
+    `load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`;
+  const row = (c: Contender) => {
+    const a = agg.get(c.key)!;
+    if (a.na) return `| ${c.name} | n/a (Node ${process.version} has no reusePort) | | | | | | | | |`;
+    return `| ${c.name} | ${num(a.close)} | ${ms(a.closeP99)} | ${num(a.keep)} | ${a.idle.toFixed(0)} | ${ms(a.mixedP50)} | ${ms(a.mixedP99)} | ` +
+      `${Number.isFinite(a.cpu) ? a.cpu.toFixed(1) : 'n/a'} | ${a.tree.toFixed(0)} | ${a.errors} |`;
+  };
   const lines = [
     header, '',
-    '| server | req/s, new connection each | req/s, keep-alive | idle p50 latency (us) | primary CPU per connection (us) | errors |',
-    '|---|---|---|---|---|---|',
-    row('fdpass serve', f), row('cluster SCHED_RR', rr), row('cluster SCHED_NONE', none), '',
-    '| target | measured | |', '|---|---|---|',
-    `| new-connection req/s >= 1.6x SCHED_RR | ${(f.close / rr.close).toFixed(2)}x | ${f.close / rr.close >= 1.6 ? 'met' : 'MISSED'} |`,
-    `| new-connection req/s >= 1.05x SCHED_NONE | ${(f.close / none.close).toFixed(2)}x | ${f.close / none.close >= 1.05 ? 'met' : 'MISSED'} |`,
-    `| primary CPU per handed-off connection <= 5 us | ${f.cpu.toFixed(1)} us (cluster RR: ${rr.cpu.toFixed(1)} us) | ${f.cpu <= 5 ? 'met' : 'MISSED'} |`,
-    `| idle p50 <= SCHED_NONE + 20 us | +${(f.idle - none.idle).toFixed(0)} us | ${f.idle - none.idle <= 20 ? 'met' : 'MISSED'} |`,
-    `| keep-alive req/s within 5% of SCHED_NONE | ${((f.keep / none.keep - 1) * 100).toFixed(1)}% | ${f.keep >= 0.95 * none.keep ? 'met' : 'MISSED'} |`,
+    '| server | req/s, new connection each | its p99, no slow requests (ms) | req/s, keep-alive | idle p50 (us) | mixed load p50 (ms) | mixed load p99 (ms) | primary CPU per connection (us) | server CPU per request, all processes (us) | errors |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...contenders.map(row), '',
+    `cross-CPU wake-up (half a C SEQPACKET ping-pong between CPUs 0 and 1, p50): ${wake.toFixed(1)} us`, '',
   ];
+  const f = agg.get('rr');
+  const lc = agg.get('lc');
+  const rr = agg.get('cluster-rr');
+  const none = agg.get('none');
+  const rp = agg.get('reuseport');
+  if (f && lc && rr && none) {
+    const live = (a: Agg | undefined) => (a && !a.na ? a : undefined);
+    const bestKernel = Math.max(none.close, live(rp)?.close ?? 0);
+    const bestKernelName = live(rp) && rp!.close > none.close ? 'reusePort' : 'SCHED_NONE';
+    const bestP99 = Math.min(none.mixedP99, rr.mixedP99, live(rp)?.mixedP99 ?? Infinity);
+    const fBest = Math.max(f.close, lc.close);
+    const fKeep = Math.max(f.keep, lc.keep);
+    const fCpu = Math.min(f.cpu, lc.cpu);
+    const t = (target: string, measured: string, ok: boolean | undefined) => `| ${target} | ${measured} | ${verdict(ok)} |`;
+    lines.push(
+      '| target (issue 10) | measured | |', '|---|---|---|',
+      t('new-connection req/s >= 0.95x the better of SCHED_NONE and reusePort', `RR ${x(f.close / bestKernel)}, least-conn ${x(lc.close / bestKernel)} (of ${bestKernelName})`, fBest / bestKernel >= 0.95),
+      t('new-connection req/s >= 2x SCHED_RR', `RR ${x(f.close / rr.close)}, least-conn ${x(lc.close / rr.close)}`, fBest / rr.close >= 2),
+      t('keep-alive req/s >= 1.0x SCHED_NONE', `RR ${x(f.keep / none.keep)}, least-conn ${x(lc.keep / none.keep)}`, fKeep / none.keep >= 1),
+      t('primary CPU per connection <= 0.15x SCHED_RR\'s', `RR ${x(f.cpu / rr.cpu)}, least-conn ${x(lc.cpu / rr.cpu)} (${fCpu.toFixed(1)} us of ${rr.cpu.toFixed(1)} us)`, fCpu / rr.cpu <= 0.15),
+      t('mixed load: least-conn p99 <= 0.5x the best of SCHED_NONE, reusePort, SCHED_RR', `${x(lc.mixedP99 / bestP99)} (${ms(lc.mixedP99)} ms of ${ms(bestP99)} ms)`, lc.mixedP99 / bestP99 <= 0.5),
+      t('idle p50 <= SCHED_NONE + one cross-CPU wake-up', `RR +${(f.idle - none.idle).toFixed(0)} us, least-conn +${(lc.idle - none.idle).toFixed(0)} us (wake-up ${wake.toFixed(0)} us)`,
+        Math.min(f.idle, lc.idle) - none.idle <= wake),
+    );
+  }
   console.log(lines.join('\n'));
   fs.mkdirSync(path.join(ROOT, 'build', 'bench'), { recursive: true });
   fs.writeFileSync(path.join(ROOT, 'build', 'bench', 'serve-latest.md'), lines.join('\n') + '\n');

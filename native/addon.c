@@ -36,6 +36,7 @@ static napi_value fdpass_create_constants(napi_env env) {
       {"RECV_META", RECV_META},
       {"RECV_ADDR", RECV_ADDR},
       {"SEND_META", SEND_META},
+      {"PEER_SLOT", PEER_SLOT},
       {"STOP_EOF", STOP_EOF},
       {"RECV_OFF", RECV_OFF},
       {"RECV_LEN", RECV_LEN},
@@ -99,6 +100,9 @@ static napi_value fdpass_init_module(napi_env env, napi_value exports) {
       /* msgio.c */
       FDPASS_METHOD("sendmsgs", fdpass_send_msgs),
       FDPASS_METHOD("recvmsgs", fdpass_recv_msgs),
+      /* scratch.c */
+      FDPASS_METHOD("sendScratch", fdpass_register_send_scratch),
+      FDPASS_METHOD("recvScratch", fdpass_register_recv_scratch),
       /* inet.c */
       FDPASS_METHOD("socketInet", fdpass_open_inet_socket),
       FDPASS_METHOD("setIntOpt", fdpass_set_int_opt),

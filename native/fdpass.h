@@ -12,6 +12,7 @@
  *   unix.c   AF_UNIX sockets and generic fd calls (and sun_path encoding)
  *   cmsg.c   control messages (SCM_RIGHTS, SCM_CREDENTIALS): plain C, no napi
  *   msgio.c  sendmsgs/recvmsgs: the batched message loops
+ *   scratch.c  the loops' scratch arrays, registered once per thread
  *   inet.c   TCP, the BPF filter and bounded reads of a connection's first
  *            bytes (PROXY header), used only by `fdpass serve`
  *   creds.c  process credentials: no_new_privs, passwd/group lookups
@@ -64,6 +65,10 @@
 #define RECV_ADDRLEN 9
 #define RECV_META 10
 #define RECV_ADDR 108 /* bytes per sender address: sizeof(sun_path) */
+
+/* One accepted peer's IP address (accept with peers): u8 length (4, 16, or
+ * 0 for other families), then the address bytes. */
+#define PEER_SLOT 17
 
 /* status[0] after recvmsgs: why the loop stopped */
 #define STOP_DRAINED 0 /* EAGAIN or a buffer filled up */
@@ -137,6 +142,9 @@ FDPASS_EXPORT(fdpass_get_sock_name);
 /* msgio.c */
 FDPASS_EXPORT(fdpass_send_msgs);
 FDPASS_EXPORT(fdpass_recv_msgs);
+/* scratch.c */
+FDPASS_EXPORT(fdpass_register_send_scratch);
+FDPASS_EXPORT(fdpass_register_recv_scratch);
 /* inet.c */
 FDPASS_EXPORT(fdpass_open_inet_socket);
 FDPASS_EXPORT(fdpass_set_int_opt);

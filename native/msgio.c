@@ -8,11 +8,12 @@
  * (MSG_CMSG_CLOEXEC) and sends use MSG_NOSIGNAL, so that no concurrent
  * spawn() can inherit them and no dead peer can raise SIGPIPE.
  *
- * Buffers and typed arrays are passed in by JavaScript and reused across
- * calls; nothing here allocates per message.
+ * The buffers and typed arrays are JavaScript's, registered once per thread
+ * (scratch.c) and reused across calls; nothing here allocates per message.
  */
 #include "fdpass.h"
 #include "cmsg.h"
+#include "scratch.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -21,37 +22,38 @@
 /* ---- sendmsg ------------------------------------------------------------ */
 
 /*
- * sendmsgs(fd, data, meta Int32Array, fds Int32Array, count, addr|null,
- *          result Int32Array[2]) -> 0 or -errno
+ * sendmsgs(scratch, fd, count, addr|null, data|null) -> 0 or -errno
  *
  * Sends `count` messages, one sendmsg() each: message i is the next meta[i].len
- * bytes of `data` with the next meta[i].nfds fds of `fds` as SCM_RIGHTS (and
- * SCM_CREDENTIALS when asked). result[0] = messages sent whole, result[1] =
- * bytes of the next message that a stream socket took before it filled up.
- * That remainder must be resent WITHOUT fds (they went with its first byte),
- * which is the caller's job: this function stops at the first short write.
+ * bytes of the data (the scratch's, or `data` when given: one large message
+ * sent from its own buffer) with the next meta[i].nfds fds of the scratch's
+ * fds as SCM_RIGHTS (and SCM_CREDENTIALS when asked). result[0] = messages
+ * sent whole, result[1] = bytes of the next message that a stream socket
+ * took before it filled up. That remainder must be resent WITHOUT fds (they
+ * went with its first byte), which is the caller's job: this function stops
+ * at the first short write.
  */
 napi_value fdpass_send_msgs(napi_env env, napi_callback_info info) {
-  FDPASS_ARGS(7);
-  int32_t fd, count, *meta, *fds, *result;
-  size_t dlen, mlen, flen, rlen;
-  char *data;
-  if (!fdpass_get_i32(env, argv[0], &fd)) FDPASS_THROW_TYPE("fd");
-  if (!fdpass_get_buffer(env, argv[1], (void **)&data, &dlen))
+  FDPASS_ARGS(5);
+  fdpass_send_scratch *sc = fdpass_get_send_scratch(env, argv[0]);
+  int32_t fd, count;
+  if (!sc) FDPASS_THROW_TYPE("scratch");
+  if (!fdpass_get_i32(env, argv[1], &fd)) FDPASS_THROW_TYPE("fd");
+  if (!fdpass_get_i32(env, argv[2], &count)) FDPASS_THROW_TYPE("count");
+  int32_t *meta = sc->meta, *fds = sc->fds, *result = sc->result;
+  size_t mlen = sc->mlen, flen = sc->flen, dlen = sc->dlen;
+  char *data = sc->data;
+  if (!fdpass_is_nullish(env, argv[4]) &&
+      !fdpass_get_buffer(env, argv[4], (void **)&data, &dlen))
     FDPASS_THROW_TYPE("data");
-  if (!fdpass_get_i32_array(env, argv[2], &meta, &mlen)) FDPASS_THROW_TYPE("meta");
-  if (!fdpass_get_i32_array(env, argv[3], &fds, &flen)) FDPASS_THROW_TYPE("fds");
-  if (!fdpass_get_i32(env, argv[4], &count)) FDPASS_THROW_TYPE("count");
-  if (!fdpass_get_i32_array(env, argv[6], &result, &rlen) || rlen < 2)
-    FDPASS_THROW_TYPE("result");
   if (count < 0 || (size_t)count * SEND_META > mlen) FDPASS_THROW_TYPE("count");
 
   struct sockaddr_un sa;
   socklen_t salen = 0;
-  if (!fdpass_is_nullish(env, argv[5])) {
+  if (!fdpass_is_nullish(env, argv[3])) {
     void *ab;
     size_t alen;
-    if (!fdpass_get_buffer(env, argv[5], &ab, &alen)) FDPASS_THROW_TYPE("addr");
+    if (!fdpass_get_buffer(env, argv[3], &ab, &alen)) FDPASS_THROW_TYPE("addr");
     int r = fdpass_make_unix_addr(ab, alen, &sa, &salen);
     if (r < 0) return fdpass_create_int(env, r);
   }
@@ -154,8 +156,7 @@ static bool fdpass_check_seqpacket_eof(int fd) {
 }
 
 /*
- * recvmsgs(fd, buf, meta Int32Array, fds Int32Array, addrs Buffer|null,
- *          maxMsgs, maxMsgSize, status Int32Array[2], ctl Buffer) -> count
+ * recvmsgs(scratch, fd, maxMsgs, maxMsgSize, maxFds, addrs bool) -> count
  *
  * Receives until EAGAIN, EOF, maxMsgs, or until the next message might not
  * fit (less than maxMsgSize bytes of buf, or fewer than 254 fd slots, left).
@@ -166,34 +167,31 @@ static bool fdpass_check_seqpacket_eof(int fd) {
  * Every fd that arrives is reported in `fds`, including those of a message
  * flagged MSG_CTRUNC, so that the caller can close them; the batch ends
  * after such a message (the receiver is likely out of fd slots until the
- * caller closes them). status[0] tells whether EOF stopped the loop;
- * status[1] holds an error (-errno) that ended a loop which had already
- * received something. `ctl` is the caller's scratch for control data
- * (RECV_CTL bytes), so that worker threads share nothing.
+ * caller closes them); at most `maxFds` fd slots of the scratch are used.
+ * status[0] tells whether EOF stopped the loop; status[1] holds an error
+ * (-errno) that ended a loop which had already received something. With
+ * `addrs`, each sender's address goes to the scratch's addrs (datagrams).
+ * The scratch is per thread, so that worker threads share nothing.
  */
 napi_value fdpass_recv_msgs(napi_env env, napi_callback_info info) {
-  FDPASS_ARGS(9);
-  int32_t fd, max_msgs, max_size, *meta, *fds, *status;
-  size_t blen, mlen, flen, slen, alen = 0, clen;
-  char *buf, *addrs = NULL, *ctl;
-  if (!fdpass_get_i32(env, argv[0], &fd)) FDPASS_THROW_TYPE("fd");
-  if (!fdpass_get_buffer(env, argv[1], (void **)&buf, &blen))
-    FDPASS_THROW_TYPE("buf");
-  if (!fdpass_get_i32_array(env, argv[2], &meta, &mlen)) FDPASS_THROW_TYPE("meta");
-  if (!fdpass_get_i32_array(env, argv[3], &fds, &flen)) FDPASS_THROW_TYPE("fds");
-  if (!fdpass_is_nullish(env, argv[4]) &&
-      !fdpass_get_buffer(env, argv[4], (void **)&addrs, &alen))
-    FDPASS_THROW_TYPE("addrs");
-  if (!fdpass_get_i32(env, argv[5], &max_msgs)) FDPASS_THROW_TYPE("maxMsgs");
-  if (!fdpass_get_i32(env, argv[6], &max_size)) FDPASS_THROW_TYPE("maxMsgSize");
-  if (!fdpass_get_i32_array(env, argv[7], &status, &slen) || slen < 2)
-    FDPASS_THROW_TYPE("status");
-  if (!fdpass_get_buffer(env, argv[8], (void **)&ctl, &clen))
-    FDPASS_THROW_TYPE("ctl");
+  FDPASS_ARGS(6);
+  fdpass_recv_scratch *sc = fdpass_get_recv_scratch(env, argv[0]);
+  int32_t fd, max_msgs, max_size, max_fds;
+  bool with_addrs;
+  if (!sc) FDPASS_THROW_TYPE("scratch");
+  if (!fdpass_get_i32(env, argv[1], &fd)) FDPASS_THROW_TYPE("fd");
+  if (!fdpass_get_i32(env, argv[2], &max_msgs)) FDPASS_THROW_TYPE("maxMsgs");
+  if (!fdpass_get_i32(env, argv[3], &max_size)) FDPASS_THROW_TYPE("maxMsgSize");
+  if (!fdpass_get_i32(env, argv[4], &max_fds)) FDPASS_THROW_TYPE("maxFds");
+  if (!fdpass_get_bool(env, argv[5], &with_addrs)) FDPASS_THROW_TYPE("addrs");
+  int32_t *meta = sc->meta, *fds = sc->fds, *status = sc->status;
+  size_t blen = sc->blen, mlen = sc->mlen, alen = sc->alen;
+  size_t flen = max_fds < 0 ? 0 : (size_t)max_fds;
+  if (flen > sc->flen) flen = sc->flen;
+  char *buf = sc->buf, *addrs = with_addrs ? sc->addrs : NULL, *ctl = sc->ctl;
   if (max_msgs < 1 || (size_t)max_msgs * RECV_META > mlen ||
       (addrs && (size_t)max_msgs * RECV_ADDR > alen) || max_size < 0 ||
-      flen < FDPASS_MAX_FDS + 1 || clen < FDPASS_CMSG_RECV_SPACE ||
-      ((uintptr_t)ctl % sizeof(size_t)) != 0)
+      flen < FDPASS_MAX_FDS + 1)
     FDPASS_THROW_TYPE("capacity");
 
   size_t boff = 0, foff = 0;

@@ -14,7 +14,9 @@ dir="$root/.cache/node-$v"
 if [ ! -e "$dir/bin/node" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack "node-linux-$arch@$v" --silent >/dev/null 2>&1)
+  # --pack-destination: npm run from a lifecycle script (prepack) passes its
+  # own on to this npm in the environment.
+  (cd "$tmp" && npm pack "node-linux-$arch@$v" --pack-destination "$tmp" --silent >/dev/null 2>&1)
   mkdir -p "$dir"
   tar xzf "$tmp"/node-linux-"$arch"-*.tgz -C "$dir" --strip-components=1
 fi

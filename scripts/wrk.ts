@@ -21,6 +21,8 @@ export interface WrkResult {
   rps: number;
   /** Median latency in µs (wrk --latency), else NaN. */
   p50us: number;
+  /** 99th percentile latency in µs (wrk --latency), else NaN. */
+  p99us: number;
   connectErrors: number;
   readErrors: number;
   writeErrors: number;
@@ -38,6 +40,12 @@ export function wrkFailures(r: WrkResult): number {
 
 const UNIT = { us: 1, ms: 1e3, s: 1e6 } as const;
 
+/** A percentile of wrk's --latency distribution, in µs (NaN when absent). */
+function percentile(out: string, p: number): number {
+  const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+  return m ? Number(m[1]) * UNIT[m[2] as keyof typeof UNIT] : NaN;
+}
+
 /** Runs `wrk ARGS URL` to completion; rejects if it exits non-zero. */
 export async function wrk(args: string[], url: string): Promise<WrkResult> {
   const argv = [...args, url];
@@ -46,12 +54,12 @@ export async function wrk(args: string[], url: string): Promise<WrkResult> {
   if (r.code !== 0) throw new Error(`wrk exited ${r.code ?? r.signal}:\n${out}`);
   const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
   const dur = /requests in ([\d.]+)(m?s|m)/.exec(out);
-  const p50 = /\s50%\s+([\d.]+)(us|ms|s)/.exec(out);
   return {
     requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
     seconds: dur ? Number(dur[1]) * (dur[2] === 'ms' ? 0.001 : dur[2] === 'm' ? 60 : 1) : NaN,
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
-    p50us: p50 ? Number(p50[1]) * UNIT[p50[2] as keyof typeof UNIT] : NaN,
+    p50us: percentile(out, 50),
+    p99us: percentile(out, 99),
     connectErrors: Number(errs?.[1] ?? 0),
     readErrors: Number(errs?.[2] ?? 0),
     writeErrors: Number(errs?.[3] ?? 0),

@@ -29,6 +29,8 @@ export interface NativeConstants {
   readonly RECV_META: number;
   readonly RECV_ADDR: number;
   readonly SEND_META: number;
+  /** Bytes per peer address that accept() writes with `peers`: u8 length (4, 16, 0), then the IP. */
+  readonly PEER_SLOT: number;
   readonly STOP_EOF: number;
   /** Fields of one receive record (RECV_META ints per message in recvmsgs' meta). */
   readonly RECV_OFF: number;
@@ -77,13 +79,19 @@ export interface NativeConstants {
  */
 export type PollHandle = { readonly __brand: 'PollHandle' };
 
+/** Scratch arrays registered once for sendmsgs()/recvmsgs() (native/scratch.c):
+ * an opaque handle that keeps them alive; never detach or transfer them. */
+export type SendScratch = { readonly __brand: 'SendScratch' };
+export type RecvScratch = { readonly __brand: 'RecvScratch' };
+
 export interface NativeBinding {
   socket(type: number): number;
   socketpair(type: number, out: Int32Array): number;
   bind(fd: number, addr: Uint8Array): number;
   connect(fd: number, addr: Uint8Array): number;
   listen(fd: number, backlog: number): number;
-  accept(fd: number, out: Int32Array): number;
+  /** With `peers`, each accepted connection's peer IP too (PEER_SLOT bytes each). */
+  accept(fd: number, out: Int32Array, peers?: Uint8Array): number;
   shutdown(fd: number, how: number): number;
   close(fd: number): number;
   closeMany(fds: Int32Array, start: number, count: number): number;
@@ -97,10 +105,15 @@ export interface NativeBinding {
   setPassCred(fd: number, on: boolean): number;
   sockError(fd: number): number;
   sockName(fd: number, out: Uint8Array, peer: boolean): number;
-  sendmsgs(fd: number, data: Uint8Array, meta: Int32Array, fds: Int32Array, count: number,
-    addr: Uint8Array | null, result: Int32Array): number;
-  recvmsgs(fd: number, buf: Uint8Array, meta: Int32Array, fds: Int32Array, addrs: Uint8Array | null,
-    maxMsgs: number, maxMsgSize: number, status: Int32Array, ctl: Uint8Array): number;
+  /** Registers the send loop's scratch: the bytes, the records, the fds and the [sent, partial] result. */
+  sendScratch(data: Uint8Array, meta: Int32Array, fds: Int32Array, result: Int32Array): SendScratch;
+  /** Registers the receive loop's scratch: the bytes, the records, the fds, the senders' addresses,
+   * the [stop, late error] status and the control-data buffer (RECV_CTL bytes). */
+  recvScratch(buf: Uint8Array, meta: Int32Array, fds: Int32Array, addrs: Uint8Array, status: Int32Array,
+    ctl: Uint8Array): RecvScratch;
+  /** `data` null: the scratch's bytes; else one message's own buffer. */
+  sendmsgs(scratch: SendScratch, fd: number, count: number, addr: Uint8Array | null, data: Uint8Array | null): number;
+  recvmsgs(scratch: RecvScratch, fd: number, maxMsgs: number, maxMsgSize: number, maxFds: number, addrs: boolean): number;
   socketInet(family: number): number;
   setIntOpt(fd: number, level: number, name: number, value: number): number;
   bindInet(fd: number, family: number, ip: string, port: number): number;

@@ -5,7 +5,7 @@
  *   fdbench throughput [--type stream|seqpacket|dgram] [--fds K] [--count M]
  *                      [--warmup W] [--cpu N]
  *   fdbench pingpong   [--type stream|seqpacket|dgram] [--count M]
- *                      [--warmup W] [--cpu N]
+ *                      [--warmup W] [--cpu N] [--child-cpu N]
  *
  * Defaults: --type stream, --fds 1, --count 100000, --warmup 1000.
  *
@@ -22,7 +22,9 @@
  *   the M counted round trips is timed with CLOCK_MONOTONIC.
  *
  * --cpu N pins the process to CPU N before fork(), so parent and child both
- * run there.  Output is a single JSON line on stdout; errors go to stderr as
+ * run there; --child-cpu N then moves the child to CPU N, so that each
+ * round trip is two cross-CPU wake-ups (the cost of a second process hop).
+ * Output is a single JSON line on stdout; errors go to stderr as
  * "fdbench: <what>: <reason>" with exit status 1.
  */
 #define _GNU_SOURCE
@@ -64,6 +66,7 @@ struct options {
     long count;
     long warmup;
     long cpu;                        /* -1: no pinning */
+    long child_cpu;                  /* -1: the child stays with the parent */
 };
 
 static void fail_errno(const char *what)
@@ -82,7 +85,7 @@ static void usage(void)
             "usage: %s throughput [--type stream|seqpacket|dgram] [--fds K] [--count M]"
             " [--warmup W] [--cpu N]\n"
             "       %s pingpong [--type stream|seqpacket|dgram] [--count M]"
-            " [--warmup W] [--cpu N]\n",
+            " [--warmup W] [--cpu N] [--child-cpu N]\n",
             PROG, PROG);
 }
 
@@ -129,6 +132,7 @@ static int parse_args(int argc, char **argv, struct options *o)
     o->count = 100000;
     o->warmup = 1000;
     o->cpu = -1;
+    o->child_cpu = -1;
 
     if (argc < 2) {
         usage();
@@ -188,6 +192,9 @@ static int parse_args(int argc, char **argv, struct options *o)
                 return -1;
         } else if (strcmp(name, "--cpu") == 0) {
             if (parse_long(name, val, 0, CPU_SETSIZE - 1, &o->cpu) < 0)
+                return -1;
+        } else if (strcmp(name, "--child-cpu") == 0 && o->pingpong) {
+            if (parse_long(name, val, 0, CPU_SETSIZE - 1, &o->child_cpu) < 0)
                 return -1;
         } else {
             fprintf(stderr, "%s: unknown option: %s\n", PROG, name);
@@ -676,6 +683,8 @@ static int run_pingpong(const struct options *o)
     if (pid == 0) {
         close(sv[0]);
         free(samples);
+        if (pin_cpu(o->child_cpu) < 0)
+            _exit(1);
         _exit(pingpong_child(sv[1], o->type));
     }
     close(sv[1]);

@@ -94,9 +94,8 @@ export async function serve(args: string[]): Promise<void> {
   const app = positionals[0] && path.resolve(positionals[0]);
   if (app) mustExist(app);
   // An untrusted default control directory, or a control socket in use, is
-  // refused before anything starts; except that the successor of a takeover
-  // (--takeover: an upgrade's new primary, say) finds it in use by the
-  // process it takes over from, which releases it.
+  // refused before anything starts. (Not in use: a primary taking over
+  // expects its predecessor's control socket to be live until it finishes.)
   prepareControlDir(values.control ?? defaultControlPath());
   if (!takeover) await checkControlFree(values.control ?? defaultControlPath());
 

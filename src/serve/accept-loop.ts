@@ -33,24 +33,26 @@ export class AcceptLoop {
   errors = 0;
 
   /**
-   * @param onConns  takes fds[0..n) accepted on `listener` (the array is
-   *                 reused after it returns)
+   * @param onConns  takes fds[0..n) accepted on `listener` (the arrays are
+   *                 reused after it returns), with their peer addresses when
+   *                 `peers` (acceptor.ts, peerHash())
    */
-  constructor(listeners: Listener[], onConns: (fds: Int32Array, n: number, listener: Listener) => void, log: Log) {
+  constructor(listeners: Listener[], onConns: (fds: Int32Array, n: number, listener: Listener, peers: Buffer | null) => void, log: Log,
+    options: { peers?: boolean } = {}) {
     this.#listeners = listeners;
     const failed = new Throttled('accept-error', log);
     const resumed = new Throttled('accept-resumed', log);
     this.#acceptors = listeners.map((l) => new Acceptor(l.fd, {
-      onAccept: (fds, n) => {
+      onAccept: (fds, n, peers) => {
         this.accepted += n;
-        onConns(fds, n, l);
+        onConns(fds, n, l, peers);
       },
       onError: (errno) => {
         this.errors++;
         failed.emit({ listener: l.address, error: errnoError(errno, 'accept', l.address).code });
       },
       onResume: (afterMs, errors) => resumed.emit({ listener: l.address, afterMs, errors }),
-    }));
+    }, { peers: options.peers }));
   }
 
   /** Accept on every listener (true), or let the backlogs hold what comes. */

@@ -56,9 +56,15 @@ export interface Target {
   readonly inflight: Map<number, Conn>;
   /** CONNS messages sent to it (modulo 2^32): the numbering LOST refers to. */
   batches: number;
+  /** Connections handed to it, re-dispatches included. */
   handed: number;
+  /** Of those, how many came back (LOST): it never had them. */
+  returned: number;
+  /** Of those, how many it reported closed (its cumulative count, modulo
+   * 2^32, from its last ACK or LOAD). */
+  closed: number;
   acked: number;
-  /** The live connections it last reported (least-connections). */
+  /** The live connections it last reported (for the status). */
   live: number;
   /** How many it may have unacknowledged, and from when (LOST hand-offs). */
   readonly window: HandoffWindow;
@@ -80,6 +86,9 @@ export interface DispatcherHooks<W extends Target> {
 
 const CLOSE_BUF = new Int32Array(MAX_FDS);
 const NAME_BUF = Buffer.alloc(64);
+// Scratch for building one CONNS message (send() copies what it keeps).
+const SEND_IDS = new Uint32Array(MAX_FDS);
+const SEND_LISTENERS = new Uint16Array(MAX_FDS);
 
 export class Dispatcher<W extends Target> {
   readonly #h: DispatcherHooks<W>;
@@ -130,8 +139,9 @@ export class Dispatcher<W extends Target> {
     if (this.#waiting.length) this.#dispatch([]);
   }
 
-  /** ACK from `w`: it adopted these connections; our copies are closed. */
-  acked(w: W, ids: Uint32Array, live: number): void {
+  /** ACK from `w`: it adopted these connections; our copies are closed.
+   * `live` and `closed` are its counts as it sent the ACK. */
+  acked(w: W, ids: Uint32Array, live: number, closed: number): void {
     let n = 0;
     let latest: number | null = null;
     for (const id of ids) {
@@ -148,6 +158,7 @@ export class Dispatcher<W extends Target> {
     if (n) native.closeMany(CLOSE_BUF, 0, n);
     w.acked += ids.length;
     w.live = live;
+    w.closed = closed;
     if (latest !== null) w.window.acked(latest);
     this.flush();
     this.#h.fdsClosed();
@@ -164,6 +175,7 @@ export class Dispatcher<W extends Target> {
       lost.push(c);
     }
     if (lost.length === 0) return;
+    w.returned += lost.length;
     w.window.lost(batch, lost.length, Date.now());
     this.#lostLog.emit({ slot: w.slot, pid: w.pid, batch, redispatched: lost.length, window: w.window.size, backoffMs: w.window.backoffMs });
     this.#requeue(lost);
@@ -207,7 +219,7 @@ export class Dispatcher<W extends Target> {
     const loads: WorkerLoad[] = ready.map((w) => {
       const r = w.window.room(w.inflight.size, now);
       room += r;
-      return { pending: w.inflight.size, live: w.live, limit: w.inflight.size + r };
+      return { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
     });
     if (room === 0) {
       // Nobody has room: no pass over what waits (it may be long).
@@ -225,13 +237,19 @@ export class Dispatcher<W extends Target> {
       const p = pickWorker(strategy, loads, c.hash, this.#cursor, MAX_UNACKED);
       this.#cursor = p.cursor;
       if (p.index < 0) break;
-      loads[p.index]!.pending++;
+      const l = loads[p.index]!;
+      l.pending++;
+      l.open++;
       room--;
       batches[p.index]!.push(c);
     }
     if (i < todo.length) this.#waiting = todo.slice(i);
     for (let k = 0; k < ready.length; k++) {
       const b = batches[k]!;
+      if (b.length <= MAX_FDS) {
+        if (b.length) this.#send(ready[k]!, b);
+        continue;
+      }
       for (let j = 0; j < b.length; j += MAX_FDS) this.#send(ready[k]!, b.slice(j, j + MAX_FDS));
     }
     this.#settle(ready, now);
@@ -260,14 +278,12 @@ export class Dispatcher<W extends Target> {
 
   #send(w: W, batch: Conn[]): void {
     const n = batch.length;
-    const ids = new Uint32Array(n);
-    const lis = new Uint16Array(n);
     const fds = new Array<number>(n);
     w.batches = (w.batches + 1) >>> 0;
     for (let i = 0; i < n; i++) {
       const c = batch[i]!;
-      ids[i] = c.id;
-      lis[i] = c.listener;
+      SEND_IDS[i] = c.id;
+      SEND_LISTENERS[i] = c.listener;
       fds[i] = c.fd;
       c.batch = w.batches;
       w.inflight.set(c.id, c);
@@ -275,11 +291,17 @@ export class Dispatcher<W extends Target> {
     w.handed += n;
     this.handed += n;
     // The fds are ours until the worker acks; the send only borrows them.
-    w.sock.send({ data: encodeConns(ids, lis, n), fds }).catch((err: Error) => {
+    w.sock.send({ data: encodeConns(SEND_IDS, SEND_LISTENERS, n), fds }).catch((err: Error) => {
       this.#h.log('handoff-error', { slot: w.slot, pid: w.pid, error: errorCode(err) });
       this.#h.sendFailed(w, err);
     });
   }
+}
+
+/** Connections handed to `w` and not reported closed (pending ones included):
+ * the counters are modulo 2^32 on the worker's side. */
+function openAt(w: Target): number {
+  return (w.handed - w.returned - w.closed) >>> 0;
 }
 
 /** The hash strategy's key of a connection's peer address (0 for a Unix

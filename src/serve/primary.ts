@@ -39,12 +39,10 @@
  */
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
-import * as os from 'node:os';
-import { ServeConfigError } from '../errors';
 import { fdsFreed } from '../socket/acceptor';
-import { closeListeners, publicInfo, type Listener, type ListenerSpec } from './listeners';
+import { closeListeners, publicInfo, type Listener } from './listeners';
 import { takeListenFds } from './inherited-fds';
-import { openTakingOver, type TakeoverOptions, type TakeoverInfo } from './takeover';
+import { openTakingOver, type TakeoverInfo } from './takeover';
 import { Handover } from './handover';
 import type { Credentials } from '../socket/frame';
 import { resolveWorkerIdentity, identityLabel, type ResolvedIdentity } from './privileges';
@@ -56,9 +54,9 @@ import { Dispatcher } from './dispatcher';
 import { Supervisor, type WorkerRec } from './supervisor';
 import { SpareFds } from './spare-fds';
 import { buildStatus, RateMeter, type Status } from './status';
-import { STRATEGIES, type Strategy } from './strategies';
-import { makeLog, type Log, type LogEvent } from './log';
+import { makeLog, type Log } from './log';
 import { Coalescer } from './coalescer';
+import { checkPrimaryOptions, type PrimaryOptions } from './primary-options';
 import { ProxyPeek } from './proxy-peek';
 
 export { STRATEGIES, type Strategy } from './strategies';
@@ -66,43 +64,8 @@ export type { LogEvent } from './log';
 export type { Status, WorkerStatus } from './status';
 export type { WorkerState } from './supervisor';
 export type { TakeoverOptions, TakeoverInfo } from './takeover';
+export type { PrimaryOptions } from './primary-options';
 
-export interface PrimaryOptions {
-  listeners: ListenerSpec[];
-  /** Default: the number of CPUs. */
-  workers?: number;
-  strategy?: Strategy;
-  /** The APP module; default the built-in demo. */
-  app?: string;
-  cert?: string;
-  key?: string;
-  /** The workers' user (a name or uid) and group (default: the user's
-   * primary group). A root primary without one runs them as `nobody`;
-   * `'root'` keeps root. */
-  user?: string;
-  group?: string;
-  /** How long workers may take to finish in-flight work on shutdown/reload (ms, default 10 s). */
-  shutdownTimeout?: number;
-  /** How long a worker may take to become ready (ms, default 10 s). */
-  readyTimeout?: number;
-  /** How long a connection may take to complete its TLS handshake in a worker (ms, default 10 s). */
-  handshakeTimeout?: number;
-  /** Structured log sink; default one JSON line per event on stderr. */
-  log?: (event: LogEvent) => void;
-  /** Worker entry point; default the built-in worker-main. */
-  workerScript?: string;
-  /** Extra arguments for the worker's node (execArgv). */
-  workerExecArgv?: string[];
-  backlog?: number;
-  /** Take the listeners over from the process exposing them at this path
-   * (fdpass's --expose-listeners, HAProxy's `expose-fd listeners`) instead
-   * of binding them; it is told to finish once the workers are ready. */
-  takeover?: TakeoverOptions;
-  /** Answer `_getsocks` here (0600, this uid): `haproxy -x`, `--takeover`. */
-  exposeListeners?: string;
-  /** upgrade(): the new primary's argv, given the path it takes over from. */
-  upgradeCommand?: (takeoverPath: string) => string[];
-}
 
 type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions & {
   identity: ResolvedIdentity;
@@ -168,7 +131,7 @@ export class Primary extends EventEmitter {
       },
     }, this.#spares, {
       ready: () => this.#dispatcher.flush(),
-      ack: (w, ids, live) => this.#dispatcher.acked(w, ids, live),
+      ack: (w, ids, live, closed) => this.#dispatcher.acked(w, ids, live, closed),
       lost: (w, batch) => this.#dispatcher.lost(w, batch),
       gone: (w) => {
         // Connections it never acknowledged go to another worker; its
@@ -216,18 +179,7 @@ export class Primary extends EventEmitter {
    * cannot be opened or a worker cannot start.
    */
   static async start(options: PrimaryOptions): Promise<Primary> {
-    const workers = options.workers ?? os.availableParallelism();
-    if (!Number.isInteger(workers) || workers < 1 || workers > 1024) throw new RangeError(`workers must be 1..1024, got ${workers}`);
-    const strategy = options.strategy ?? 'round-robin';
-    if (!STRATEGIES.includes(strategy)) throw new RangeError(`strategy must be one of ${STRATEGIES.join(', ')}, got ${strategy}`);
-    if (options.listeners.length === 0) throw new RangeError('at least one listener is needed');
-    const hs = options.handshakeTimeout;
-    if (hs !== undefined && (!Number.isInteger(hs) || hs < 1 || hs > 0x7fffffff)) {
-      throw new RangeError(`handshakeTimeout must be milliseconds from 1 to ${0x7fffffff}, got ${hs}`);
-    }
-    if (options.listeners.some((l) => l.tls) && (!options.cert || !options.key)) {
-      throw new ServeConfigError('FDPASS_ERR_NO_CERT', 'a tls listener needs --cert and --key');
-    }
+    const { workers, strategy } = checkPrimaryOptions(options);
     // Nothing is opened for a user that cannot be, or a certificate that
     // cannot be read.
     const identity = resolveWorkerIdentity(options.user, options.group);

@@ -13,14 +13,18 @@
  *               right after the spawn, before any CONNS
  *   worker -> primary
  *     READY     u8 10, then JSON { pid }
- *     ACK       u8 11, u8 0, u16 n, u32 live, n x u32 id: connections adopted;
- *               the primary may close its copies now
- *     LOAD      u8 12, u8 0, u16 0, u32 live, u32 requests: live connections
+ *     ACK       u8 11, u8 0, u16 n, u32 live, u32 closed, n x u32 id:
+ *               connections adopted; the primary may close its copies now
+ *     LOAD      u8 12, u8 0, u16 0, u32 live, u32 requests, u32 closed: live
+ *               connections (sent as they close, for least-connections)
  *     FAILED    u8 13, then JSON { message }: the worker could not start
  *     LOST      u8 14, u8 0, u16 0, u32 batch: the batch-th CONNS message
  *               (counting from 1, modulo 2^32) arrived without its fds
  *               (MSG_CTRUNC: the worker is at RLIMIT_NOFILE); the primary still
  *               holds them and hands them to another worker
+ * `closed` counts the connections the worker was handed and has closed
+ * (modulo 2^32), those it closed at once included: the primary subtracts it
+ * from what it handed to know what is open there (least-connections).
  * Little-endian throughout.
  */
 import { ProtocolError } from '../errors';
@@ -45,8 +49,8 @@ export interface Handed {
 
 export type WorkerMessage =
   | { op: Op.Ready; pid: number }
-  | { op: Op.Ack; live: number; ids: Uint32Array }
-  | { op: Op.Load; live: number; requests: number }
+  | { op: Op.Ack; live: number; closed: number; ids: Uint32Array }
+  | { op: Op.Load; live: number; requests: number; closed: number }
   | { op: Op.Failed; message: string }
   | { op: Op.Lost; batch: number };
 
@@ -87,21 +91,25 @@ export function encodeTls(cert: Buffer, key: Buffer): Buffer {
   return Buffer.concat([head, cert, key]);
 }
 
-export function encodeAck(ids: ArrayLike<number>, n: number, live: number): Buffer {
-  const b = Buffer.allocUnsafe(8 + 4 * n);
+const ACK_HEADER = 12;
+
+export function encodeAck(ids: ArrayLike<number>, n: number, live: number, closed: number): Buffer {
+  const b = Buffer.allocUnsafe(ACK_HEADER + 4 * n);
   b[0] = Op.Ack;
   b[1] = 0;
   b.writeUInt16LE(n, 2);
   b.writeUInt32LE(live >>> 0, 4);
-  for (let i = 0; i < n; i++) b.writeUInt32LE(ids[i]! >>> 0, 8 + 4 * i);
+  b.writeUInt32LE(closed >>> 0, 8);
+  for (let i = 0; i < n; i++) b.writeUInt32LE(ids[i]! >>> 0, ACK_HEADER + 4 * i);
   return b;
 }
 
-export function encodeLoad(live: number, requests: number): Buffer {
-  const b = Buffer.alloc(12);
+export function encodeLoad(live: number, requests: number, closed: number): Buffer {
+  const b = Buffer.alloc(16);
   b[0] = Op.Load;
   b.writeUInt32LE(live >>> 0, 4);
   b.writeUInt32LE(requests >>> 0, 8);
+  b.writeUInt32LE(closed >>> 0, 12);
   return b;
 }
 
@@ -129,16 +137,16 @@ export function decodeWorkerMessage(b: Buffer): WorkerMessage {
     case Op.Failed:
       return { op: Op.Failed, message: String((parseJson(b) as { message?: unknown }).message ?? 'unknown error') };
     case Op.Ack: {
-      if (b.length < 8) throw fromWorker(`ACK of ${b.length} bytes`);
+      if (b.length < ACK_HEADER) throw fromWorker(`ACK of ${b.length} bytes`);
       const n = b.readUInt16LE(2);
-      if (b.length !== 8 + 4 * n) throw fromWorker(`ACK of ${n} ids in ${b.length} bytes`);
+      if (b.length !== ACK_HEADER + 4 * n) throw fromWorker(`ACK of ${n} ids in ${b.length} bytes`);
       const ids = new Uint32Array(n);
-      for (let i = 0; i < n; i++) ids[i] = b.readUInt32LE(8 + 4 * i);
-      return { op: Op.Ack, live: b.readUInt32LE(4), ids };
+      for (let i = 0; i < n; i++) ids[i] = b.readUInt32LE(ACK_HEADER + 4 * i);
+      return { op: Op.Ack, live: b.readUInt32LE(4), closed: b.readUInt32LE(8), ids };
     }
     case Op.Load:
-      if (b.length !== 12) throw fromWorker(`LOAD of ${b.length} bytes`);
-      return { op: Op.Load, live: b.readUInt32LE(4), requests: b.readUInt32LE(8) };
+      if (b.length !== 16) throw fromWorker(`LOAD of ${b.length} bytes`);
+      return { op: Op.Load, live: b.readUInt32LE(4), requests: b.readUInt32LE(8), closed: b.readUInt32LE(12) };
     case Op.Lost:
       if (b.length !== 8) throw fromWorker(`LOST of ${b.length} bytes`);
       return { op: Op.Lost, batch: b.readUInt32LE(4) };

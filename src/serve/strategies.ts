@@ -19,8 +19,10 @@ export interface WorkerLoad {
   /** Connections handed to it and not acknowledged yet, plus those already
    * picked for it in the batch being built. */
   pending: number;
-  /** The live connections it last reported. */
-  live: number;
+  /** Connections handed to it (pending ones included) and not reported
+   * closed yet: what the primary knows at once, not what the worker last
+   * said it holds. */
+  open: number;
   /** Its own limit, where lower than the common one. */
   limit?: number;
 }
@@ -51,11 +53,14 @@ export function roundRobin(loads: readonly WorkerLoad[], cursor: number, limit: 
 }
 
 /**
- * Least-connections: the candidate with the fewest live plus pending
- * connections (pending counts too: a burst handed out before any worker
- * reports must not all go to the same one). Ties go to the first from
- * `cursor` on, and the cursor moves by one per pick, so equal workers take
- * turns.
+ * Least-connections: the candidate with the fewest open connections, as the
+ * primary knows them at once: handed and not reported closed, the ones not
+ * acknowledged yet and those picked in this batch included. So a burst
+ * handed out before any worker reports spreads, and a worker busy in a long
+ * request, which acknowledges and closes nothing while it is busy, is passed
+ * over as soon as its count, which grows with each connection it is given,
+ * passes the others'. Ties go to the first from `cursor` on, and the cursor
+ * moves by one per pick, so equal workers take turns.
  */
 export function leastConnections(loads: readonly WorkerLoad[], cursor: number, limit: number): Pick {
   const n = loads.length;
@@ -65,10 +70,9 @@ export function leastConnections(loads: readonly WorkerLoad[], cursor: number, l
     const at = (cursor + i) % n;
     const w = loads[at]!;
     if (full(w, limit)) continue;
-    const load = w.live + w.pending;
-    if (load < bestLoad) {
+    if (w.open < bestLoad) {
       best = at;
-      bestLoad = load;
+      bestLoad = w.open;
     }
   }
   return { index: best, cursor: n === 0 ? cursor : (cursor + 1) % n };

@@ -91,7 +91,7 @@ export interface SupervisorOptions {
 
 export interface SupervisorHooks {
   ready(w: WorkerRec): void;
-  ack(w: WorkerRec, ids: Uint32Array, live: number): void;
+  ack(w: WorkerRec, ids: Uint32Array, live: number, closed: number): void;
   lost(w: WorkerRec, batch: number): void;
   /** `w` is dead and its channel closed: its connections are to go elsewhere. */
   gone(w: WorkerRec): void;
@@ -230,7 +230,7 @@ export class Supervisor {
     }
     const w: WorkerRec = {
       slot, generation, child, sock: mine, state: 'starting', pid: child.pid, inflight: new Map(), batches: 0,
-      handed: 0, acked: 0, live: 0, window: new HandoffWindow(), requests: 0, startedAt: Date.now(),
+      handed: 0, returned: 0, closed: 0, acked: 0, live: 0, window: new HandoffWindow(), requests: 0, startedAt: Date.now(),
       readyTimer: null, killTimer: null, failure: undefined, onReady: null, loadWaiters: [],
       exitCode: null, exitSignal: null, killedByUs: false, wasReady: false,
       // A spawn that fails (EMFILE, EAGAIN) emits 'error' and never 'exit'.
@@ -277,13 +277,14 @@ export class Supervisor {
     }
     switch (msg.op) {
       case Op.Ack:
-        this.#h.ack(w, msg.ids, msg.live);
+        this.#h.ack(w, msg.ids, msg.live, msg.closed);
         break;
       case Op.Lost:
         this.#h.lost(w, msg.batch);
         break;
       case Op.Load:
         w.live = msg.live;
+        w.closed = msg.closed;
         w.requests = msg.requests;
         for (const f of w.loadWaiters.splice(0)) f();
         break;

@@ -44,7 +44,8 @@ import { EventEmitter } from 'node:events';
 import { UnixSocket } from '../socket/socket';
 import type { Message } from '../socket/message';
 import { native } from '../native';
-import { decodePrimaryMessage, encodeAck, encodeJson, encodeLoad, encodeLost, Op } from './protocol';
+import { decodePrimaryMessage, encodeJson, encodeLost, Op } from './protocol';
+import { WorkerReport } from './worker-report';
 import type { ListenerInfo } from './listeners';
 import { ServeConfigError } from '../errors';
 import type { WorkerIdentity } from './privileges';
@@ -125,10 +126,7 @@ export class Worker extends EventEmitter {
   /** Connections whose PROXY header is being read (their fds are the readers'). */
   #headerReads = new Set<ProxyHeaderRead>();
   readonly #clientLog: ClientLog;
-  #requests = 0;
-  #loadScheduled = false;
-  #acks: number[] = [];
-  #ackScheduled = false;
+  readonly #report: WorkerReport;
   #draining = false;
   #servers = new Set<net.Server>();
   /** CONNS messages received, whole or not (modulo 2^32): LOST names one by this. */
@@ -142,6 +140,7 @@ export class Worker extends EventEmitter {
     this.#sock = sock;
     this.config = config;
     this.#clientLog = new ClientLog(log);
+    this.#report = new WorkerReport(sock, Boolean(config.reportLoad), () => this.liveConnections);
     sock.on('message', (m: Message) => this.#onMessage(m));
     sock.on('error', (err) => this.#onChannelError(err));
     // The primary is gone: nobody will hand us more; finish and go.
@@ -231,7 +230,7 @@ export class Worker extends EventEmitter {
     // First in line, so that a draining worker's `Connection: close` is set
     // before the app's handler writes the head.
     server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-      this.#requests++;
+      this.#report.requests++;
       const conn = this.#adoptedOf(req.socket);
       if (!conn) return;
       const state: HttpState = { socket: req.socket, res };
@@ -278,14 +277,8 @@ export class Worker extends EventEmitter {
       const fds = m.fds;
       for (let i = 0; i < fds.length; i++) {
         const c = msg.conns[i]!;
-        this.#acks.push(c.id);
+        this.#report.adopted(c.id);
         this.#adopt(fds[i]!.release(), c.id, c.listener, fds.length);
-      }
-      // One ack for everything adopted in this loop turn, sent before any of
-      // these sockets is read (reads start on a later turn).
-      if (!this.#ackScheduled) {
-        this.#ackScheduled = true;
-        queueMicrotask(() => this.#flushAcks());
       }
     } else if (msg.op === Op.Tls) {
       m.close();
@@ -299,7 +292,7 @@ export class Worker extends EventEmitter {
       void this.drain(msg.timeout);
     } else {
       m.close();
-      this.#sendLoad();
+      this.#report.sendLoad();
     }
   }
 
@@ -308,6 +301,7 @@ export class Worker extends EventEmitter {
     const target = listener && (this.#targets.get(listener.name) ?? this.#targets.get('*'));
     if (!listener || !target || this.#draining) {
       native.close(fd);
+      this.#report.closed();
       return;
     }
     const info: ConnectionInfo = { listener, id, batch, primaryPid: this.config.primaryPid };
@@ -316,7 +310,7 @@ export class Worker extends EventEmitter {
       this.#headerReads.delete(read);
       if (r.ok) return this.#open(fd, target, { ...info, proxy: r.header }, r.remainingMs);
       this.#clientLog.proxyHeader(listener, r.peer, r.reason);
-      this.#scheduleLoad();
+      this.#report.closed();
     });
     this.#headerReads.add(read);
   }
@@ -331,7 +325,7 @@ export class Worker extends EventEmitter {
     this.#live.add(socket);
     socket.once('close', () => {
       this.#live.delete(socket);
-      this.#scheduleLoad();
+      this.#report.closed();
     });
     if (target instanceof http.Server) socket.on('error', (err) => this.#clientLog.socketError(listener, socket, err));
     const appTls = target instanceof tls.Server;
@@ -393,30 +387,6 @@ export class Worker extends EventEmitter {
     }
   }
 
-  #flushAcks(): void {
-    this.#ackScheduled = false;
-    const ids = this.#acks;
-    this.#acks = [];
-    for (let i = 0; i < ids.length; i += 16384) {
-      const part = ids.slice(i, i + 16384);
-      this.#sock.send(encodeAck(part, part.length, this.liveConnections)).catch(() => {});
-    }
-  }
-
-  #scheduleLoad(): void {
-    if (this.#loadScheduled || !this.config.reportLoad) return;
-    this.#loadScheduled = true;
-    setImmediate(() => {
-      this.#loadScheduled = false;
-      this.#sendLoad();
-    });
-  }
-
-  #sendLoad(): void {
-    if (this.#sock.closed) return;
-    this.#sock.send(encodeLoad(this.liveConnections, this.#requests)).catch(() => {});
-  }
-
   /**
    * Stops taking connections, lets requests in flight finish (idle
    * keep-alive connections are closed), and exits 0 once every connection
@@ -438,7 +408,7 @@ export class Worker extends EventEmitter {
     for (const r of this.#headerReads) r.cancel();
     this.#headerReads.clear();
     for (const s of this.#live) s.destroy();
-    this.#sendLoad();
+    this.#report.sendLoad();
     await this.#sock.end().catch(() => {});
     this.emit('drained');
     process.exit(0);

@@ -18,15 +18,17 @@
  *   connection closes, not up to a second later.
  * - After a run of failures, the first batch that works calls `onResume`.
  */
-import { native } from '../native';
+import { native, K } from '../native';
 import { EAGAIN, EMFILE, ENFILE } from '../errno';
 import { MAX_FDS } from './frame';
 import { PollWatcher, READABLE } from './poll-watcher';
 
 export interface AcceptorHandlers {
   /** New connections: fds[0..n). They are the handler's from now on; the
-   * array is reused after the call returns. */
-  onAccept(fds: Int32Array, n: number): void;
+   * array is reused after the call returns. With `peers` asked for (TCP
+   * listeners), peers holds connection i's peer IP address at
+   * i * K.PEER_SLOT (its length, then its bytes: peerHash()); else null. */
+  onAccept(fds: Int32Array, n: number, peers: Buffer | null): void;
   /** accept(2) failed (never EAGAIN), or the listener reported an error
    * (POLLERR); accepting backs off and resumes by itself. */
   onError(errno: number): void;
@@ -38,6 +40,21 @@ const BACKOFF_MIN_MS = 10;
 const BACKOFF_MAX_MS = 1000;
 /** One batch at a time in this thread: handlers take the fds before return. */
 const ACCEPTED = new Int32Array(MAX_FDS);
+const PEERS = Buffer.alloc(MAX_FDS * K.PEER_SLOT);
+
+/** FNV-1a of the peer IP address at record `i` of an onAccept() `peers`
+ * (not its port): 0 for a peer without one (a Unix socket). */
+export function peerHash(peers: Buffer, i: number): number {
+  const at = i * K.PEER_SLOT;
+  const len = peers[at]!;
+  if (len === 0) return 0;
+  let h = 0x811c9dc5;
+  for (let j = 1; j <= len; j++) {
+    h ^= peers[at + j]!;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
 
 /** Acceptors backing off for want of fds, to wake when fds are freed. */
 const starved = new Set<Acceptor>();
@@ -55,6 +72,7 @@ export function fdsFreed(): void {
 export class Acceptor {
   readonly #fd: number;
   readonly #h: AcceptorHandlers;
+  readonly #peers: Buffer | undefined;
   readonly #watcher: PollWatcher;
   #wanted = false;
   #closed = false;
@@ -64,10 +82,12 @@ export class Acceptor {
   /** The current run of failures: since when, how many. */
   #streak: { since: number; errors: number } | null = null;
 
-  /** `fd` stays its owner's: close the acceptor before closing it. */
-  constructor(fd: number, handlers: AcceptorHandlers) {
+  /** `fd` stays its owner's: close the acceptor before closing it. With
+   * `peers`, each connection's peer address comes with it (see onAccept). */
+  constructor(fd: number, handlers: AcceptorHandlers, options: { peers?: boolean } = {}) {
     this.#fd = fd;
     this.#h = handlers;
+    this.#peers = options.peers ? PEERS : undefined;
     this.#watcher = new PollWatcher(fd, () => this.acceptOnce(), (e) => {
       // A listener error (POLLERR): report it, and take it as a failed
       // accept so that a persistent one cannot spin either.
@@ -95,7 +115,7 @@ export class Acceptor {
    */
   acceptOnce(): number {
     if (this.#closed) return EAGAIN;
-    const n = native.accept(this.#fd, ACCEPTED);
+    const n = native.accept(this.#fd, ACCEPTED, this.#peers);
     if (n < 0) {
       if (n !== EAGAIN) this.#failed(n);
       return n;
@@ -106,7 +126,7 @@ export class Acceptor {
       this.#streak = null;
       this.#h.onResume?.(Date.now() - s.since, s.errors);
     }
-    this.#h.onAccept(ACCEPTED, n);
+    this.#h.onAccept(ACCEPTED, n, this.#peers ?? null);
     return n;
   }
 

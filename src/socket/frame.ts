@@ -161,8 +161,12 @@ export class FrameDecoder {
   }
 
   /** `fds` is taken over (kept, not copied): pass a fresh array. `chunk` is
-   * not kept: what the decoder needs of it is copied. */
-  push(chunk: Uint8Array, fds: Int32Array | readonly number[] = NO_FDS, truncated = false, creds?: Credentials): Frame[] {
+   * not kept unless `shared`: what the decoder needs of it is copied. With
+   * `shared` the caller gives the chunk's bytes away (a copy of its own that
+   * nothing writes to again): frames that lie whole inside it get views of
+   * it as payloads, no copy each (the bytes of an incomplete frame are still
+   * copied, into its own buffer). */
+  push(chunk: Uint8Array, fds: Int32Array | readonly number[] = NO_FDS, truncated = false, creds?: Credentials, shared = false): Frame[] {
     const batchFds = fds instanceof Int32Array ? fds : Int32Array.from(fds);
     if (this.error !== undefined) {
       // Dead: take nothing on; whatever came with this read is the caller's.
@@ -212,7 +216,7 @@ export class FrameDecoder {
     while (len - off >= HEADER_SIZE) {
       size = this.#header(buf, off, start + off);
       if (size < 0 || len - off < size) break;
-      if (!this.#finish(buf, off, start + off, false, frames)) break;
+      if (!this.#finish(buf, off, start + off, shared, frames)) break;
       off += size;
       size = 0;
     }
@@ -312,7 +316,7 @@ export class FrameDecoder {
   /**
    * Emits the complete frame at buf[off] (stream offset `at`), its header
    * checked: its payload is a view of `buf` when `owned` (a buffer made for
-   * this frame), a copy otherwise (the caller's read). False, with `error`
+   * this frame, or a chunk given away), a copy otherwise (the caller's read). False, with `error`
    * set, when a batch turns out to have come inside it.
    */
   #finish(buf: Buffer, off: number, at: number, owned: boolean, frames: Frame[]): boolean {

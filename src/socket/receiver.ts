@@ -58,12 +58,18 @@ const RSTATUS = new Int32Array(2);
 const STATUS_STOP = 0;
 const STATUS_ERROR = 1;
 const RCTL = Buffer.alloc(K.RECV_CTL); // its own (aligned) ArrayBuffer: larger than the pool
+const SCRATCH = native.recvScratch(RBUF, RMETA, RFDS, RADDR, RSTATUS, RCTL);
 
 // The fields of one receive record (K.RECV_META ints per message).
 const {
   RECV_META: META, RECV_OFF: OFF, RECV_LEN: LEN, RECV_STORED: STORED, RECV_NFDS: NFDS, RECV_FLAGS: FLAGS,
   RECV_HAS_CREDS: HAS_CREDS, RECV_PID: PID, RECV_UID: UID, RECV_GID: GID, RECV_ADDRLEN: ADDRLEN,
 } = K;
+
+/** A framed stream's batch of reads up to this size is copied once and its
+ * whole frames are views of the copy; past it, each frame is copied alone
+ * (a frame in pieces would otherwise be copied twice). */
+const SHARED_FRAMES_MAX = 64 * 1024;
 
 /** Batches read per readiness event at most, so that one busy socket does
  * not starve the event loop. */
@@ -161,9 +167,7 @@ export class Receiver {
         if (left < MAX_FDS + 1 && round > 0) break;
         room = Math.max(MAX_FDS + 1, Math.min(RFDS.length, left));
       }
-      const fdsOut = room >= RFDS.length ? RFDS : RFDS.subarray(0, room);
-      const n = native.recvmsgs(this.#fd, RBUF, RMETA, fdsOut, this.#dgram ? RADDR : null, RECV_BATCH,
-        this.#stream ? 0 : o.maxMessageSize, RSTATUS, RCTL);
+      const n = native.recvmsgs(SCRATCH, this.#fd, RECV_BATCH, this.#stream ? 0 : o.maxMessageSize, room, this.#dgram);
       if (n < 0) {
         if (n === EAGAIN) break;
         if (n === ECONNRESET && !this.#dgram) {
@@ -200,7 +204,11 @@ export class Receiver {
       used = RMETA[i * META + OFF]! + RMETA[i * META + STORED]!;
       nfdsAll += RMETA[i * META + NFDS]!;
     }
-    const bytes = this.#decoder ? RBUF : Buffer.from(RBUF.subarray(0, used));
+    // A framed stream's batch of small reads is copied once too, and the
+    // frames inside it are views; a large one (a big frame coming in pieces)
+    // is left in the scratch buffer, each frame copied out once by the decoder.
+    const shared = this.#decoder === null || used <= SHARED_FRAMES_MAX;
+    const bytes = shared ? Buffer.from(RBUF.subarray(0, used)) : RBUF;
     const fdsAll = nfdsAll > 0 ? RFDS.slice(0, nfdsAll) : null;
     let foff = 0;
     for (let i = 0; i < n; i++) {
@@ -242,7 +250,7 @@ export class Receiver {
         // On a stream the read may start with whole frames sent before the
         // offending one: the decoder still gets the bytes, with the fds
         // replaced by an empty truncated batch that marks where they were.
-        this.#takeFrames(RBUF.subarray(off, off + stored), nfds > 0 && !unexpected ? fdsAll!.subarray(fdStart, fdStart + nfds) : null,
+        this.#takeFrames(bytes.subarray(off, off + stored), shared, nfds > 0 && !unexpected ? fdsAll!.subarray(fdStart, fdStart + nfds) : null,
           ctrunc || unexpected !== null, creds, nfdsAll - foff, unexpected);
         continue;
       }
@@ -270,10 +278,10 @@ export class Receiver {
    * maxFdsPerMessage (closed already); the frames before the one they came
    * with are delivered, then this error.
    */
-  #takeFrames(chunk: Buffer, fds: Int32Array | null, ctrunc: boolean, creds: Credentials | undefined, later: number,
+  #takeFrames(chunk: Buffer, shared: boolean, fds: Int32Array | null, ctrunc: boolean, creds: Credentials | undefined, later: number,
     unexpected: UnexpectedFdsError | null): void {
     const dec = this.#decoder!;
-    const frames = dec.push(chunk, fds ?? undefined, ctrunc, creds);
+    const frames = dec.push(chunk, fds ?? undefined, ctrunc, creds, shared);
     for (let k = 0; k < frames.length; k++) {
       const f = frames[k]!;
       const n = f.fds.length;

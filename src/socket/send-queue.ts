@@ -60,6 +60,7 @@ const SFDS = new Int32Array(SEND_BATCH * MAX_FDS);
 const SRESULT = new Int32Array(2);
 const SENT = 0;
 const PARTIAL = 1;
+const SCRATCH = native.sendScratch(SBUF, SMETA, SFDS, SRESULT);
 
 // The fields of one send record (K.SEND_META ints per message).
 const {
@@ -157,7 +158,7 @@ export class SendQueue {
     if (fast) {
       // Straight to the kernel.
       setMeta(0, size, nfds, creds);
-      const r = native.sendmsgs(this.#fd, bytes, SMETA, SFDS, 1, to, SRESULT);
+      const r = native.sendmsgs(SCRATCH, this.#fd, 1, to, bytes === SBUF ? null : bytes);
       if (r === 0) {
         this.#retryDelay = RETRY_MIN_MS;
         return RESOLVED;
@@ -266,9 +267,9 @@ export class SendQueue {
           doff += len;
           count++;
         }
-        data = SBUF.subarray(0, doff);
+        data = SBUF;
       }
-      const r = native.sendmsgs(this.#fd, data, SMETA, SFDS, count, first.to, SRESULT);
+      const r = native.sendmsgs(SCRATCH, this.#fd, count, first.to, data === SBUF ? null : data);
       const done = SRESULT[SENT]!;
       for (let i = 0; i < done; i++) settle(q.shift()!, null);
       if (r === 0) {

@@ -68,6 +68,8 @@ async function haproxyAnswers(e: Endpoint): Promise<void> {
   }, { timeout: 10_000, interval: 20, what: `HAProxy answering on ${e.address}` });
 }
 
+const LOOPS = 4;
+
 test('HAProxy -> fdpass: fdpass serve --takeover PATH --takeover-signal SIGUSR1 takes HAProxy\'s port under load: 0 refused, 0 failed', { skip: SKIP }, async (t) => {
   const scope = await trackFds(t);
   const dir = tmpDir(scope);
@@ -76,7 +78,7 @@ test('HAProxy -> fdpass: fdpass serve --takeover PATH --takeover-signal SIGUSR1 
   const h = startHaproxy(['-f', haproxyConfig(dir, port, stats), '-db'], scope);
   const site: Endpoint = { address: `127.0.0.1:${port}`, host: '127.0.0.1', port, tls: false };
   await haproxyAnswers(site);
-  const load = new ConnectionLoad(site, { loops: 4 });
+  const load = new ConnectionLoad(site, { loops: LOOPS });
   scope.defer(() => load.stop());
   await load.waitOk(50);
 
@@ -90,7 +92,12 @@ test('HAProxy -> fdpass: fdpass serve --takeover PATH --takeover-signal SIGUSR1 
   await load.waitOk(ok + 100);
   await load.stop();
   assert.deepEqual(load.failures, [], `${load.failures.length} of ${load.attempts} failed: ${[...load.failureKinds()].join(', ')}`);
-  assert.equal(answeredByWorkers(load) - byFdpass, load.ok - ok, 'once HAProxy is gone, fdpass\'s workers answer everything');
+  // Once HAProxy is gone, fdpass's workers answer everything: only the
+  // requests in flight when it exited (one per client loop at most) may
+  // still be counted with HAProxy's answer.
+  const byHaproxyAfter = (load.ok - ok) - (answeredByWorkers(load) - byFdpass);
+  assert.ok(byHaproxyAfter >= 0 && byHaproxyAfter <= LOOPS,
+    `${byHaproxyAfter} answers from HAProxy counted after it exited (at most ${LOOPS}: one in flight per client loop)`);
 
   const st = await s.status();
   assert.equal(st.primary.takeover?.from.pid, h.pid);

@@ -82,7 +82,7 @@ test('a tls listener and no certificate: the connection is closed with ServeConf
   assert.equal(e.code, 'FDPASS_ERR_NO_CERT');
   assert.match(e.message, /listener 127\.0\.0\.1:1 is tls but no --cert\/--key was given/);
   const ack = await primary.receive({ timeout: 5000 });
-  assert.deepEqual(decodeWorkerMessage(ack.data), { op: Op.Ack, live: 1, ids: Uint32Array.from([5]) });
+  assert.deepEqual(decodeWorkerMessage(ack.data), { op: Op.Ack, live: 1, closed: 0, ids: Uint32Array.from([5]) });
   ack.close();
   await clientEnd; // the worker closed the connection
 });

@@ -37,8 +37,12 @@ test('primary -> worker: TLS carries the certificate and key bytes; a truncated 
 
 test('worker -> primary: READY, ACK, LOAD, FAILED and LOST round-trip; malformed ones are refused', () => {
   assert.deepEqual(decodeWorkerMessage(encodeJson(Op.Ready, { pid: 42 })), { op: Op.Ready, pid: 42 });
-  assert.deepEqual(decodeWorkerMessage(encodeAck([1, 2, 3], 3, 9)), { op: Op.Ack, live: 9, ids: Uint32Array.from([1, 2, 3]) });
-  assert.deepEqual(decodeWorkerMessage(encodeLoad(5, 77)), { op: Op.Load, live: 5, requests: 77 });
+  assert.deepEqual(decodeWorkerMessage(encodeAck([1, 2, 3], 3, 9, 0xffffffff)), { op: Op.Ack, live: 9, closed: 0xffffffff, ids: Uint32Array.from([1, 2, 3]) });
+  assert.deepEqual(decodeWorkerMessage(encodeLoad(5, 77, 4)), { op: Op.Load, live: 5, requests: 77, closed: 4 });
+  // The worker's closed count wraps at 2^32 as the primary's arithmetic expects.
+  assert.deepEqual(decodeWorkerMessage(encodeLoad(0, 0, 2 ** 32 + 3)), { op: Op.Load, live: 0, requests: 0, closed: 3 });
+  assert.throws(() => decodeWorkerMessage(encodeAck([1], 1, 0, 0).subarray(0, 12)), refused(/ACK of 1 ids in 12 bytes/));
+  assert.throws(() => decodeWorkerMessage(encodeLoad(0, 0, 0).subarray(0, 12)), refused(/LOAD of 12 bytes/));
   assert.deepEqual(decodeWorkerMessage(encodeJson(Op.Failed, { message: 'no' })), { op: Op.Failed, message: 'no' });
   assert.deepEqual(decodeWorkerMessage(encodeLost(0xffffffff)), { op: Op.Lost, batch: 0xffffffff });
   assert.throws(() => decodeWorkerMessage(encodeLost(1).subarray(0, 6)), refused(/LOST of 6 bytes/));

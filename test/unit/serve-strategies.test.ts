@@ -1,10 +1,11 @@
 /**
  * The worker-picking strategies of `fdpass serve` (src/serve/strategies.ts),
  * as pure functions: round-robin is fair and skips full workers,
- * least-connections counts pending plus live connections and takes turns
- * among equals, hash is sticky per key and moves on only while its worker is
+ * least-connections counts open connections as the primary knows them (a
+ * worker that stops acknowledging gets no more once it holds as many as the
+ * others) and takes turns among equals, hash is sticky per key and moves on only while its worker is
  * full. The caller's loop is simulated as the dispatcher runs it: each pick
- * adds one pending connection to the worker picked.
+ * adds one pending (and open) connection to the worker picked.
  */
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -13,7 +14,7 @@ import { pickWorker, roundRobin, leastConnections, hashPick, STRATEGIES, type St
 const LIMIT = 1024;
 
 function loads(...pending: number[]): WorkerLoad[] {
-  return pending.map((p) => ({ pending: p, live: 0 }));
+  return pending.map((p) => ({ pending: p, open: 0 }));
 }
 
 /** Runs `n` picks like the dispatcher: the cursor carried over, the worker
@@ -25,7 +26,10 @@ function run(strategy: Strategy, ws: WorkerLoad[], n: number, opts: { key?: (i: 
     const p = pickWorker(strategy, ws, opts.key?.(i) ?? 0, cursor, opts.limit ?? LIMIT);
     cursor = p.cursor;
     out.push(p.index);
-    if (p.index >= 0) ws[p.index]!.pending++;
+    if (p.index >= 0) {
+      ws[p.index]!.pending++;
+      ws[p.index]!.open++;
+    }
   }
   return out;
 }
@@ -71,20 +75,48 @@ test('round-robin: a full worker is skipped and its turn goes to the next; all f
   assert.deepEqual(full, { index: -1, cursor: 1 }, 'all full: -1, and the cursor is where it was');
 });
 
-test('least-connections: counts pending and live together', () => {
-  const ws: WorkerLoad[] = [{ pending: 2, live: 0 }, { pending: 0, live: 1 }, { pending: 0, live: 3 }];
-  assert.equal(leastConnections(ws, 0, LIMIT).index, 1, 'live 1 beats pending 2 and live 3');
-  // Live connections alone: the least busy gets the next ones until it catches up.
-  const busy: WorkerLoad[] = [{ pending: 0, live: 10 }, { pending: 0, live: 4 }, { pending: 0, live: 7 }];
+test('least-connections: counts open connections, unacknowledged ones included', () => {
+  // 2 handed and not acknowledged yet are 2 open: they beat 3 acknowledged.
+  const ws: WorkerLoad[] = [{ pending: 2, open: 2 }, { pending: 0, open: 3 }, { pending: 0, open: 5 }];
+  assert.equal(leastConnections(ws, 0, LIMIT).index, 0, 'open 2 (unacknowledged) beats open 3 and open 5');
+  // Open connections alone: the least busy gets the next ones until it catches up.
+  const busy: WorkerLoad[] = [{ pending: 0, open: 10 }, { pending: 0, open: 4 }, { pending: 0, open: 7 }];
   const picks = run('least-connections', busy, 9);
-  assert.deepEqual(picks.slice(0, 3), [1, 1, 1], 'worker 1 (live 4) first, up to 7');
-  assert.deepEqual(busy.map((w) => w.live + w.pending), [10, 10, 10], 'nine more spread them evenly');
-  // A burst before any worker reports: pending keeps it from all going to one.
+  assert.deepEqual(picks.slice(0, 3), [1, 1, 1], 'worker 1 (open 4) first, up to 7');
+  assert.deepEqual(busy.map((w) => w.open), [10, 10, 10], 'nine more spread them evenly');
+  // A burst before any worker reports: counting what was picked keeps it from all going to one.
   assert.deepEqual(counts(run('least-connections', loads(0, 0, 0), 30), 3), [10, 10, 10]);
 });
 
+test('least-connections: a worker that stops acknowledging (busy in a long request) gets no more once it holds as many as the others', () => {
+  // Worker 0 is stuck in a request on its one open connection: what is
+  // handed to it stays open. Worker 1 answers: it holds 4 connections in
+  // progress and closes one as each new one comes, so each batch sees it at
+  // open 4. The stuck worker's count grows with each connection it is
+  // given, at once, not when it next reports: it gets 3 (4 at a tie), then
+  // none while it is busy.
+  for (const first of [0, 1]) {
+    const ws: WorkerLoad[] = [{ pending: 0, open: 1 }, { pending: 0, open: 4 }];
+    let cursor = first;
+    const picks: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const p = pickWorker('least-connections', ws, 0, cursor, LIMIT);
+      cursor = p.cursor;
+      picks.push(p.index);
+      if (p.index === 0) {
+        ws[0]!.pending++;
+        ws[0]!.open++;
+      }
+    }
+    const stuck = counts(picks, 2)[0]!;
+    assert.ok(stuck >= 3 && stuck <= 4, `the stuck worker got ${stuck}: ${picks.join(' ')}`);
+    assert.deepEqual(picks.slice(0, 3), [0, 0, 0]);
+    assert.ok(picks.slice(5).every((p) => p === 1), `then none: ${picks.join(' ')}`);
+  }
+});
+
 test('least-connections: equal workers take turns (ties go to the first from the cursor)', () => {
-  const ws: WorkerLoad[] = [{ pending: 0, live: 5 }, { pending: 0, live: 5 }, { pending: 0, live: 5 }];
+  const ws: WorkerLoad[] = [{ pending: 0, open: 5 }, { pending: 0, open: 5 }, { pending: 0, open: 5 }];
   assert.equal(leastConnections(ws, 0, LIMIT).index, 0);
   assert.equal(leastConnections(ws, 1, LIMIT).index, 1);
   assert.equal(leastConnections(ws, 2, LIMIT).index, 2);
@@ -92,9 +124,9 @@ test('least-connections: equal workers take turns (ties go to the first from the
 });
 
 test('least-connections: a full worker is skipped even when it has the fewest', () => {
-  const ws: WorkerLoad[] = [{ pending: 2, live: 0 }, { pending: 0, live: 50 }];
+  const ws: WorkerLoad[] = [{ pending: 2, open: 0 }, { pending: 0, open: 50 }];
   assert.equal(leastConnections(ws, 0, 2).index, 1, 'worker 0 is at the limit (2 pending)');
-  assert.equal(leastConnections([{ pending: 2, live: 0 }, { pending: 2, live: 0 }], 0, 2).index, -1);
+  assert.equal(leastConnections([{ pending: 2, open: 0 }, { pending: 2, open: 0 }], 0, 2).index, -1);
 });
 
 test('hash: the same key always goes to the same worker, whatever the cursor', () => {
@@ -128,11 +160,11 @@ test('hash: a full worker\'s keys go to the next one, and come back once it has 
 
 test('a worker with its own lower limit (its hand-off window shrank) is full at that limit, for every strategy', () => {
   for (const s of STRATEGIES) {
-    const ws: WorkerLoad[] = [{ pending: 0, live: 0, limit: 2 }, { pending: 0, live: 0 }];
+    const ws: WorkerLoad[] = [{ pending: 0, open: 0, limit: 2 }, { pending: 0, open: 0 }];
     const picks = run(s, ws, 10, { key: () => 0 });
     assert.equal(counts(picks, 2)[0], 2, `${s}: the limited worker got 2, no more`);
     assert.equal(counts(picks, 2)[1], 8, s);
     // At 0 it gets nothing (backing off).
-    assert.equal(pickWorker(s, [{ pending: 0, live: 0, limit: 0 }], 0, 0, LIMIT).index, -1, s);
+    assert.equal(pickWorker(s, [{ pending: 0, open: 0, limit: 0 }], 0, 0, LIMIT).index, -1, s);
   }
 });

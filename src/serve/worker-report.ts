@@ -1,0 +1,75 @@
+/**
+ * What a worker of `fdpass serve` tells the primary about the connections it
+ * was handed: one ACK per loop turn for everything adopted in it (after
+ * which the primary closes its copies), and its load: live connections,
+ * requests served, and connections closed since adopted (cumulative, modulo
+ * 2^32), from which the primary's least-connections strategy counts what is
+ * open (handed - closed) without waiting for a report.
+ *
+ * Closes go out with the next ACK, or at the end of the loop turn in a LOAD
+ * when no ACK carried them (a busy worker gets hand-offs every turn, and
+ * then sends no LOAD at all). Only when the primary asked for load reports.
+ */
+import type { UnixSocket } from '../socket/socket';
+import { encodeAck, encodeLoad } from './protocol';
+
+/** Most ids in one ACK message. */
+const ACK_IDS = 16384;
+
+export class WorkerReport {
+  readonly #sock: UnixSocket;
+  readonly #reportLoad: boolean;
+  readonly #live: () => number;
+  #acks: number[] = [];
+  #ackScheduled = false;
+  #loadScheduled = false;
+  /** Requests served (the http servers' 'request' events). */
+  requests = 0;
+  #closed = 0;
+  /** #closed as the primary last heard it (in an ACK or a LOAD). */
+  #reportedClosed = 0;
+
+  constructor(sock: UnixSocket, reportLoad: boolean, live: () => number) {
+    this.#sock = sock;
+    this.#reportLoad = reportLoad;
+    this.#live = live;
+  }
+
+  /** Connection `id` was adopted: acknowledged before any of this turn's
+   * connections is read (reads start on a later turn). */
+  adopted(id: number): void {
+    this.#acks.push(id);
+    if (this.#ackScheduled) return;
+    this.#ackScheduled = true;
+    queueMicrotask(() => this.#flushAcks());
+  }
+
+  /** An adopted connection is gone (closed, refused, or never served). */
+  closed(): void {
+    this.#closed = (this.#closed + 1) >>> 0;
+    if (this.#loadScheduled || !this.#reportLoad) return;
+    this.#loadScheduled = true;
+    setImmediate(() => {
+      this.#loadScheduled = false;
+      if (this.#closed !== this.#reportedClosed) this.sendLoad();
+    });
+  }
+
+  /** A LOAD now (the primary asked, or the worker is draining). */
+  sendLoad(): void {
+    if (this.#sock.closed) return;
+    this.#sock.send(encodeLoad(this.#live(), this.requests, this.#closed)).catch(() => {});
+    this.#reportedClosed = this.#closed;
+  }
+
+  #flushAcks(): void {
+    this.#ackScheduled = false;
+    const ids = this.#acks;
+    this.#acks = [];
+    for (let i = 0; i < ids.length; i += ACK_IDS) {
+      const part = ids.slice(i, i + ACK_IDS);
+      this.#sock.send(encodeAck(part, part.length, this.#live(), this.#closed)).catch(() => {});
+    }
+    this.#reportedClosed = this.#closed;
+  }
+}
