@@ -46,6 +46,11 @@ const CONNS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** Only these contenders (comma-separated keys, e.g. `lc,none`), for quick comparisons. */
 const ONLY = process.env.BENCH_ONLY?.split(',');
+/** Only these measurements (comma-separated: close,keep,idle,mixed; default all), e.g. `idle`;
+ * the others print as NaN. */
+const SCENARIOS = process.env.BENCH_SCENARIOS?.split(',');
+const runs = (s: string) => !SCENARIOS || SCENARIOS.includes(s);
+const SKIPPED: Figures = { rps: NaN, p50us: NaN, p99us: NaN, requests: NaN, errors: 0 };
 const MIXED_LUA = path.join(ROOT, 'bench', 'mixed.lua');
 
 interface Server { child: Child; port: number; primary: boolean }
@@ -111,12 +116,12 @@ async function measure(start: () => Promise<Server>): Promise<Run> {
     await wrk(s.port, ['-t1', '-c4', '-d1s', ...close]); // warm-up
     const c0 = cpuTicks(s.child.pid);
     const t0 = treeTicks(s.child.pid);
-    const closeRun = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`, '--latency', ...close]);
+    const closeRun = runs('close') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`, '--latency', ...close]) : SKIPPED;
     const c1 = cpuTicks(s.child.pid);
     const t1 = treeTicks(s.child.pid);
-    const keep = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`]);
-    const idle = await wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', ...close]);
-    const mixed = await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${MIXED_SECONDS}s`, '--latency', '-s', MIXED_LUA, ...close]);
+    const keep = runs('keep') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`]) : SKIPPED;
+    const idle = runs('idle') ? await wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', ...close]) : SKIPPED;
+    const mixed = runs('mixed') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${MIXED_SECONDS}s`, '--latency', '-s', MIXED_LUA, ...close]) : SKIPPED;
     const cpuUsPerConn = s.primary ? ((c1 - c0) / USER_HZ) * 1e6 / closeRun.requests : NaN;
     const treeUsPerReq = ((t1 - t0) / USER_HZ) * 1e6 / closeRun.requests;
     return { close: closeRun, keep, idle, mixed, cpuUsPerConn, treeUsPerReq };
