@@ -41,12 +41,6 @@ export const enum Op {
   Lost = 14,
 }
 
-/** A connection handed to a worker: its id (for the ack) and listener index. */
-export interface Handed {
-  id: number;
-  listener: number;
-}
-
 export type WorkerMessage =
   | { op: Op.Ready; pid: number }
   | { op: Op.Ack; live: number; closed: number; ids: Uint32Array }
@@ -55,7 +49,9 @@ export type WorkerMessage =
   | { op: Op.Lost; batch: number };
 
 export type PrimaryMessage =
-  | { op: Op.Conns; conns: Handed[] }
+  /** The i-th connection (and fd) of the message: its id (for the ACK) and
+   * its listener's index. */
+  | { op: Op.Conns; ids: Uint32Array; listeners: Uint16Array }
   | { op: Op.Shutdown; timeout: number }
   | { op: Op.StatusQuery }
   | { op: Op.Tls; cert: Buffer; key: Buffer };
@@ -165,9 +161,13 @@ export function decodePrimaryMessage(b: Buffer, nfds: number): PrimaryMessage {
       const n = b.readUInt16LE(2);
       if (b.length !== 4 + 8 * n) throw fromPrimary(`CONNS of ${n} in ${b.length} bytes`);
       if (n !== nfds) throw fromPrimary(`CONNS of ${n} came with ${nfds} fds`);
-      const conns: Handed[] = [];
-      for (let i = 0; i < n; i++) conns.push({ id: b.readUInt32LE(4 + 8 * i), listener: b.readUInt16LE(8 + 8 * i) });
-      return { op: Op.Conns, conns };
+      const ids = new Uint32Array(n);
+      const listeners = new Uint16Array(n);
+      for (let i = 0; i < n; i++) {
+        ids[i] = b.readUInt32LE(4 + 8 * i);
+        listeners[i] = b.readUInt16LE(8 + 8 * i);
+      }
+      return { op: Op.Conns, ids, listeners };
     }
     case Op.Shutdown:
       if (b.length !== 8) throw fromPrimary(`SHUTDOWN of ${b.length} bytes`);

@@ -274,12 +274,11 @@ export class Worker extends EventEmitter {
     }
     if (msg.op === Op.Conns) {
       this.#batches = (this.#batches + 1) >>> 0;
+      const { ids, listeners } = msg;
       const fds = m.fds;
-      for (let i = 0; i < fds.length; i++) {
-        const c = msg.conns[i]!;
-        this.#report.adopted(c.id);
-        this.#adopt(fds[i]!.release(), c.id, c.listener, fds.length);
-      }
+      // Acknowledged before adoption (worker-report.ts says when and why).
+      this.#report.arrived(ids, ids.length);
+      for (let i = 0; i < fds.length; i++) this.#adopt(fds[i]!.release(), ids[i]!, listeners[i]!, fds.length);
     } else if (msg.op === Op.Tls) {
       m.close();
       try {
@@ -295,6 +294,17 @@ export class Worker extends EventEmitter {
       this.#report.sendLoad();
     }
   }
+
+  // One pair of listeners for every adopted socket (`this` is the socket),
+  // not two closures per connection.
+  readonly #onSocketClose = ((w: Worker) => function (this: net.Socket): void {
+    w.#live.delete(this);
+    w.#report.closed();
+  })(this);
+
+  readonly #onSocketError = ((w: Worker) => function (this: net.Socket, err: Error): void {
+    w.#clientLog.socketError(connectionInfo(this)!.listener, this, err);
+  })(this);
 
   #adopt(fd: number, id: number, index: number, batch: number): void {
     const listener = this.config.listeners[index];
@@ -323,11 +333,8 @@ export class Worker extends EventEmitter {
     (socket as net.Socket & { [INFO]: ConnectionInfo })[INFO] = info;
     if (info.proxy) showClient(socket, info.proxy);
     this.#live.add(socket);
-    socket.once('close', () => {
-      this.#live.delete(socket);
-      this.#report.closed();
-    });
-    if (target instanceof http.Server) socket.on('error', (err) => this.#clientLog.socketError(listener, socket, err));
+    socket.on('close', this.#onSocketClose);
+    if (target instanceof http.Server) socket.on('error', this.#onSocketError);
     const appTls = target instanceof tls.Server;
     if (listener.tls || appTls) armHandshakeDeadline(socket, deadlineMs);
     if (listener.tls && !appTls) {
