@@ -1,7 +1,7 @@
 /**
  * What a worker of `fdpass serve` tells the primary about the connections it
- * was handed: ACKs (after which the primary closes its copies), and its
- * load: live connections,
+ * was handed: one ACK per loop turn for everything adopted in it (after
+ * which the primary closes its copies), and its load: live connections,
  * requests served, and connections closed since adopted (cumulative, modulo
  * 2^32), from which the primary's least-connections strategy counts what is
  * open (handed - closed) without waiting for a report.
@@ -20,26 +20,25 @@ const ACK_IDS = 16384;
  * When ACKs go. The contract: a connection is acknowledged before this
  * process reads a byte of it, so that a worker dying after it consumed a
  * request never has that connection handed to another worker (which would
- * wait for a request that is gone). Its fds are this process's from the
- * moment recvmsg returned them: a death before or after adoption resets
- * them alike. So the first CONNS of a loop turn is acknowledged at once,
- * before its connections are adopted: the primary's wake-up (closing its
- * copies) then runs on another CPU while this one adopts, instead of after
- * the adoption, on the path to the first read. Later CONNS of the same turn
- * (a receive batch of several) are acknowledged together at the end of the
- * turn (a microtask): one message for the batch. Reads start on a later
- * turn in both cases (net.Socket and the PROXY header reader start reading
- * when the event loop next polls).
+ * wait for a request that is gone). Reads start when the event loop next
+ * polls (net.Socket, and the PROXY header reader on its next turn), so one
+ * ACK at the end of the loop turn (a microtask), after the turn's
+ * connections are adopted, keeps it, and carries a whole receive batch.
+ *
+ * Acknowledging at once, before adoption (the fds are this process's from
+ * the moment recvmsg returns them), was measured against this and is not
+ * faster: idle p50 (`bench:serve`, wrk -t1 -c1, new connection each, 5-7
+ * rounds) was 20 us worse with round-robin on Node 26 and even with
+ * least-connections; on Node 20 within noise. The primary's wake-up then
+ * lands in the middle of the adoption instead of at its end: on a shared
+ * vCPU it preempts the worker just the same.
  */
-
 export class WorkerReport {
   readonly #sock: UnixSocket;
   readonly #reportLoad: boolean;
   readonly #live: () => number;
   #acks: number[] = [];
   #ackScheduled = false;
-  /** An ACK went out at once in this loop turn (cleared by a microtask). */
-  #ackedThisTurn = false;
   #loadScheduled = false;
   /** Requests served (the http servers' 'request' events). */
   requests = 0;
@@ -54,20 +53,11 @@ export class WorkerReport {
   }
 
   /** The connections of one CONNS message, `ids[0..n)`, arrived (their
-   * fds are this process's now) and are about to be adopted: acknowledged
-   * at once if they are the loop turn's first, else at its end (see above). */
+   * fds are this process's now): acknowledged at the end of the loop turn,
+   * after they are adopted, before any is read. */
   arrived(ids: ArrayLike<number>, n: number): void {
-    if (n === 0) return;
-    if (!this.#ackedThisTurn && n <= ACK_IDS) {
-      this.#ackedThisTurn = true;
-      queueMicrotask(() => (this.#ackedThisTurn = false));
-      // Not adopted yet: counted live as they will be in a moment.
-      this.#sock.send(encodeAck(ids, n, this.#live() + n, this.#closed)).catch(() => {});
-      this.#reportedClosed = this.#closed;
-      return;
-    }
     for (let i = 0; i < n; i++) this.#acks.push(ids[i]!);
-    if (this.#ackScheduled) return;
+    if (this.#ackScheduled || n === 0) return;
     this.#ackScheduled = true;
     queueMicrotask(() => this.#flushAcks());
   }

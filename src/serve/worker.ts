@@ -276,7 +276,7 @@ export class Worker extends EventEmitter {
       this.#batches = (this.#batches + 1) >>> 0;
       const { ids, listeners } = msg;
       const fds = m.fds;
-      // Acknowledged before adoption (worker-report.ts says when and why).
+      // Acknowledged once adopted, before any is read (worker-report.ts).
       this.#report.arrived(ids, ids.length);
       for (let i = 0; i < fds.length; i++) this.#adopt(fds[i]!.release(), ids[i]!, listeners[i]!, fds.length);
     } else if (msg.op === Op.Tls) {
