@@ -148,7 +148,11 @@ export class Primary extends EventEmitter {
     this.#accept = new AcceptLoop(listeners, (fds, n, l) => {
       if (peek && l.proxy) peek.take(fds, n, l.index);
       else this.#dispatcher.accepted(fds, n, l.index);
-    }, this.#log);
+    }, this.#log, {
+      // Round-robin and least-connections: accept and hand out in one
+      // native call where the dispatcher can (dispatcher.ts acceptFast()).
+      fast: opts.strategy === 'hash' ? undefined : (fd, l) => this.#dispatcher.acceptFast(fd, l.index),
+    });
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
     // Before any worker is spawned: they must not inherit NOTIFY_SOCKET.
     this.#service = SystemdService.fromEnv(this, opts.workers, this.#log);
