@@ -168,17 +168,12 @@ export class Dispatcher<W extends Target> {
     const ready = this.#h.candidates();
     const nw = ready.length;
     if (nw === 0 || nw > FAST_MAX_WORKERS) return undefined;
-    const now = Date.now();
-    let room = 0;
-    const loads: WorkerLoad[] = new Array(nw);
     for (let k = 0; k < nw; k++) {
       const w = ready[k]!;
       if (w.sock.closed || w.sock.pendingSends !== 0) return undefined;
-      const r = w.window.room(w.inflight.size, now);
-      room += r;
-      loads[k] = { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
       CHANS[k] = w.sock.fd;
     }
+    const { loads, room } = loadsOf(ready, Date.now());
     if (room === 0) return undefined;
     if (this.#nextId + this.#fastBatch > MAX_ID) this.#nextId = 1;
     const planned = pickMany(strategy, loads, this.#cursor, MAX_UNACKED, Math.min(room, this.#fastBatch), PLAN, CURSORS);
@@ -189,15 +184,7 @@ export class Dispatcher<W extends Target> {
     this.#fastBatch = n === planned ? Math.min(planned * 2, MAX_FDS) : FAST_BATCH_MIN;
     this.#cursor = CURSORS[n - 1]!;
     this.#nextId = first + n > MAX_ID ? 1 : first + n;
-    for (let k = 0; k < nw; k++) {
-      const m = SENT[k]!;
-      if (m <= 0) continue;
-      const w = ready[k]!;
-      w.batches = (w.batches + 1) >>> 0;
-      BATCH_NO[k] = w.batches;
-      w.handed += m;
-      this.handed += m;
-    }
+    for (let k = 0; k < nw; k++) if (SENT[k]! > 0) BATCH_NO[k] = this.#handing(ready[k]!, SENT[k]!);
     let back: Conn[] | null = null;
     for (let i = 0; i < n; i++) {
       const k = PLAN[i]!;
@@ -294,12 +281,9 @@ export class Dispatcher<W extends Target> {
   #dispatch(conns: Conn[]): void {
     const ready = this.#h.candidates();
     const now = Date.now();
-    let room = 0;
-    const loads: WorkerLoad[] = ready.map((w) => {
-      const r = w.window.room(w.inflight.size, now);
-      room += r;
-      return { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
-    });
+    const plan = loadsOf(ready, now);
+    const loads = plan.loads;
+    let room = plan.room;
     if (room === 0) {
       // Nobody has room: no pass over what waits (it may be long).
       if (conns.length) this.#waiting.push(...conns);
@@ -355,10 +339,18 @@ export class Dispatcher<W extends Target> {
     }, at - now);
   }
 
+  /** `n` connections go to `w` in its next CONNS message: its number. */
+  #handing(w: W, n: number): number {
+    w.batches = (w.batches + 1) >>> 0;
+    w.handed += n;
+    this.handed += n;
+    return w.batches;
+  }
+
   #send(w: W, batch: Conn[]): void {
     const n = batch.length;
     const fds = new Array<number>(n);
-    w.batches = (w.batches + 1) >>> 0;
+    this.#handing(w, n);
     for (let i = 0; i < n; i++) {
       const c = batch[i]!;
       SEND_IDS[i] = c.id;
@@ -367,14 +359,26 @@ export class Dispatcher<W extends Target> {
       c.batch = w.batches;
       w.inflight.set(c.id, c);
     }
-    w.handed += n;
-    this.handed += n;
     // The fds are ours until the worker acks; the send only borrows them.
     w.sock.send({ data: encodeConns(SEND_IDS, SEND_LISTENERS, n), fds }).catch((err: Error) => {
       this.#h.log('handoff-error', { slot: w.slot, pid: w.pid, error: errorCode(err) });
       this.#h.sendFailed(w, err);
     });
   }
+}
+
+/** The strategies' view of the candidates (strategies.ts), each within
+ * its window, and how many connections they have room for in all. */
+function loadsOf(ready: readonly Target[], now: number): { loads: WorkerLoad[]; room: number } {
+  let room = 0;
+  const loads: WorkerLoad[] = new Array(ready.length);
+  for (let k = 0; k < ready.length; k++) {
+    const w = ready[k]!;
+    const r = w.window.room(w.inflight.size, now);
+    room += r;
+    loads[k] = { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
+  }
+  return { loads, room };
 }
 
 /** Connections handed to `w` and not reported closed (pending ones included):
