@@ -25,7 +25,9 @@
  * Which worker gets a connection is the strategy's pick (strategies.ts),
  * over the candidates the owner gives (the serving generation's ready
  * workers), within each one's window; each worker gets what was picked for
- * it in one message.
+ * it in one message. Connections come in by accepted() (the owner
+ * accepted them), or by acceptFast(), which accepts and sends in one native
+ * call (fast-handoff.ts) where that changes nothing of the above.
  */
 import { native } from '../native';
 import type { UnixSocket } from '../socket/socket';

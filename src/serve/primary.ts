@@ -13,7 +13,8 @@
  * - dispatcher.ts: which worker gets each connection (strategies.ts), and
  *   the primary's copy of every fd until the worker acknowledges it (a dead
  *   worker's connections, or a hand-off that reached a worker without its
- *   fds, go to another worker; handoff-window.ts paces a worker out of fds);
+ *   fds, go to another worker; handoff-window.ts paces a worker out of fds;
+ *   fast-handoff.ts: accept and hand-off in one native call when it can);
  * - supervisor.ts: the worker processes (spawn, readiness, respawn with
  *   back-off, crash loops, drain, kill);
  * - spare-fds.ts: a few fds kept so that a worker can be respawned at
