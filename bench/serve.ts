@@ -61,9 +61,15 @@ function hasReusePort(): boolean {
   return major > 22 || (major === 22 && minor >= 12);
 }
 
-async function startFdpass(strategy: string): Promise<Server> {
+/** Another built tree of fdpass (a clone at another commit, `npm ci` and
+ * `npm run build` done in it) whose serve runs too, as contenders `rr-base`
+ * and `lc-base`: a before/after in the same run. */
+const BASELINE_TREE = process.env.BENCH_BASELINE_TREE;
+
+async function startFdpass(strategy: string, tree = ROOT): Promise<Server> {
   const child = await startServe(['--listen', '127.0.0.1:0', '--workers', String(WORKERS), '--strategy', strategy,
-    '--control', path.join(os.tmpdir(), `fdpass-bench-${process.pid}.sock`), path.join(ROOT, 'bench', 'hello-app.js')]);
+    '--control', path.join(os.tmpdir(), `fdpass-bench-${process.pid}.sock`), path.join(tree, 'bench', 'hello-app.js')],
+  { cli: path.join(tree, 'bin', 'fdpass.js') });
   return { child, port: child.listener('http').port!, primary: true };
 }
 
@@ -93,6 +99,10 @@ const CONTENDERS: Contender[] = [
   { key: 'none', name: 'cluster SCHED_NONE', start: () => startScript('cluster-server.js', (p) => ['none', String(p), String(WORKERS)], true) },
   { key: 'reuseport', name: `reusePort (${WORKERS} processes)`,
     start: hasReusePort() ? () => startScript('reuseport-server.js', (p) => [String(p), String(WORKERS)], false) : null },
+  ...(BASELINE_TREE ? [
+    { key: 'rr-base', name: `fdpass serve, round-robin, ${BASELINE_TREE}`, start: () => startFdpass('round-robin', BASELINE_TREE) },
+    { key: 'lc-base', name: `fdpass serve, least-connections, ${BASELINE_TREE}`, start: () => startFdpass('least-connections', BASELINE_TREE) },
+  ] : []),
 ];
 
 interface Figures { rps: number; p50us: number; p99us: number; requests: number; errors: number }

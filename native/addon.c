@@ -65,6 +65,16 @@ static napi_value fdpass_create_constants(napi_env env) {
       {"TCP_DEFER_ACCEPT", TCP_DEFER_ACCEPT},
       {"ETOOMANYREFS", ETOOMANYREFS},
       {"O_PATH", O_PATH},
+      {"HANDOFF_WORKERS", HANDOFF_WORKERS},
+      {"HANDOFF_COUNT", HANDOFF_COUNT},
+      {"HANDOFF_FIRST_ID", HANDOFF_FIRST_ID},
+      {"HANDOFF_LISTENER", HANDOFF_LISTENER},
+      {"HANDOFF_MAX_WORKERS", HANDOFF_MAX_WORKERS},
+      {"HANDOFF_CHAN", HANDOFF_CHAN},
+      {"HANDOFF_SENT", HANDOFF_SENT},
+      {"HANDOFF_PLAN", HANDOFF_PLAN},
+      {"HANDOFF_FDS", HANDOFF_FDS},
+      {"HANDOFF_SIZE", HANDOFF_SIZE},
   };
   for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
     if (napi_set_named_property(env, o, k[i].name,
@@ -115,6 +125,8 @@ static napi_value fdpass_init_module(napi_env env, napi_value exports) {
       FDPASS_METHOD("getpwnam", fdpass_get_user_by_name),
       FDPASS_METHOD("getpwuid", fdpass_get_user_by_id),
       FDPASS_METHOD("getgrnam", fdpass_get_group_by_name),
+      /* handoff.c */
+      FDPASS_METHOD("handoff", fdpass_hand_off),
       /* poll.c */
       FDPASS_METHOD("pollOpen", fdpass_open_poll),
       FDPASS_METHOD("pollSet", fdpass_set_poll),

@@ -18,6 +18,8 @@
  *   creds.c  process credentials: no_new_privs, passwd/group lookups
  *            (the workers' --user of `fdpass serve`)
  *   poll.c   readiness watchers: the only file that touches libuv
+ *   handoff.c  `fdpass serve`'s accept-and-hand-off of one readiness event
+ *            in one crossing, following a plan made in TypeScript
  *
  * binding.gyp defines _GNU_SOURCE for every file (accept4, struct ucred,
  * MSG_CMSG_CLOEXEC, POLLRDHUP).
@@ -69,6 +71,20 @@
 /* One accepted peer's IP address (accept with peers): u8 length (4, 16, or
  * 0 for other families), then the address bytes. */
 #define PEER_SLOT 17
+
+/* handoff()'s io array (handoff.c), by int offset: a header, then the
+ * sections chan[HANDOFF_MAX_WORKERS], sent[HANDOFF_MAX_WORKERS],
+ * plan[MAX_FDS], fds[MAX_FDS]. */
+#define HANDOFF_WORKERS 0
+#define HANDOFF_COUNT 1
+#define HANDOFF_FIRST_ID 2
+#define HANDOFF_LISTENER 3
+#define HANDOFF_MAX_WORKERS 64
+#define HANDOFF_CHAN 4
+#define HANDOFF_SENT (HANDOFF_CHAN + HANDOFF_MAX_WORKERS)
+#define HANDOFF_PLAN (HANDOFF_SENT + HANDOFF_MAX_WORKERS)
+#define HANDOFF_FDS (HANDOFF_PLAN + 253)
+#define HANDOFF_SIZE (HANDOFF_FDS + 253)
 
 /* status[0] after recvmsgs: why the loop stopped */
 #define STOP_DRAINED 0 /* EAGAIN or a buffer filled up */
@@ -157,6 +173,8 @@ FDPASS_EXPORT(fdpass_set_no_new_privs);
 FDPASS_EXPORT(fdpass_get_user_by_name);
 FDPASS_EXPORT(fdpass_get_user_by_id);
 FDPASS_EXPORT(fdpass_get_group_by_name);
+/* handoff.c */
+FDPASS_EXPORT(fdpass_hand_off);
 /* poll.c */
 FDPASS_EXPORT(fdpass_open_poll);
 FDPASS_EXPORT(fdpass_set_poll);

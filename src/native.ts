@@ -66,6 +66,19 @@ export interface NativeConstants {
   /** open(2) flag Node's fs.constants lacks: an fd that names a file
    * (a socket file, say) without opening it for I/O (bind.ts). */
   readonly O_PATH: number;
+  /** handoff()'s io array (native/handoff.c), by int offset: the header's
+   * fields, then the sections chan/sent (HANDOFF_MAX_WORKERS each) and
+   * plan/fds (MAX_FDS each); HANDOFF_SIZE ints in all. */
+  readonly HANDOFF_WORKERS: number;
+  readonly HANDOFF_COUNT: number;
+  readonly HANDOFF_FIRST_ID: number;
+  readonly HANDOFF_LISTENER: number;
+  readonly HANDOFF_MAX_WORKERS: number;
+  readonly HANDOFF_CHAN: number;
+  readonly HANDOFF_SENT: number;
+  readonly HANDOFF_PLAN: number;
+  readonly HANDOFF_FDS: number;
+  readonly HANDOFF_SIZE: number;
 }
 
 /**
@@ -132,6 +145,11 @@ export interface NativeBinding {
   getpwuid(uid: number, out: Int32Array, name: Uint8Array): number;
   /** The group entry of a group name: out = [gid]; -ENOENT if none. */
   getgrnam(name: string, out: Int32Array): number;
+  /** `fdpass serve`'s hand-off of one readiness event (native/handoff.c):
+   * accepts up to io[HANDOFF_COUNT] connections on `fd` and sends each
+   * worker its CONNS message following io's plan; the count accepted
+   * (their fds are the caller's, sent or not), or -errno when none was. */
+  handoff(fd: number, io: Int32Array): number;
   /** Watches fd (not yet armed: see pollSet); cb gets 1/2 bits, or a -errno. */
   pollOpen(fd: number, cb: (events: number) => void): PollHandle | number;
   /** 1 readable, 2 writable, 0 stop; -EBADF once the watcher closed. */

@@ -36,9 +36,13 @@ export class AcceptLoop {
    * @param onConns  takes fds[0..n) accepted on `listener` (the arrays are
    *                 reused after it returns), with their peer addresses when
    *                 `peers` (acceptor.ts, peerHash())
+   * @param options.fast  tried first on each readiness event: accepts and
+   *                 hands out itself (dispatcher.ts acceptFast()): the
+   *                 count, a -errno, or undefined for the onConns path
    */
   constructor(listeners: Listener[], onConns: (fds: Int32Array, n: number, listener: Listener, peers: Buffer | null) => void, log: Log,
-    options: { peers?: boolean } = {}) {
+    options: { peers?: boolean; fast?: (fd: number, listener: Listener) => number | undefined } = {}) {
+    const fast = options.fast;
     this.#listeners = listeners;
     const failed = new Throttled('accept-error', log);
     const resumed = new Throttled('accept-resumed', log);
@@ -52,6 +56,11 @@ export class AcceptLoop {
         failed.emit({ listener: l.address, error: errnoError(errno, 'accept', l.address).code });
       },
       onResume: (afterMs, errors) => resumed.emit({ listener: l.address, afterMs, errors }),
+      acceptFast: fast && (() => {
+        const r = fast(l.fd, l);
+        if (r !== undefined && r > 0) this.accepted += r;
+        return r;
+      }),
     }, { peers: options.peers }));
   }
 

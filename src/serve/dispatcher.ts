@@ -25,13 +25,16 @@
  * Which worker gets a connection is the strategy's pick (strategies.ts),
  * over the candidates the owner gives (the serving generation's ready
  * workers), within each one's window; each worker gets what was picked for
- * it in one message.
+ * it in one message. Connections come in by accepted() (the owner
+ * accepted them), or by acceptFast(), which accepts and sends in one native
+ * call (fast-handoff.ts) where that changes nothing of the above.
  */
 import { native } from '../native';
 import type { UnixSocket } from '../socket/socket';
 import { MAX_FDS } from '../socket/frame';
 import { encodeConns } from './protocol';
-import { addressKey, pickWorker, type Strategy, type WorkerLoad } from './strategies';
+import { addressKey, pickMany, pickWorker, type Strategy, type WorkerLoad } from './strategies';
+import { CHANS, FAST_MAX_WORKERS, FDS, handOff, PLAN, SENT } from './fast-handoff';
 import { errorCode, Throttled, type Log } from './log';
 import { MAX_UNACKED, type HandoffWindow } from './handoff-window';
 
@@ -89,6 +92,15 @@ const NAME_BUF = Buffer.alloc(64);
 // Scratch for building one CONNS message (send() copies what it keeps).
 const SEND_IDS = new Uint32Array(MAX_FDS);
 const SEND_LISTENERS = new Uint16Array(MAX_FDS);
+// The fast path's scratch: the cursor after each planned pick, and each
+// candidate's batch number of this hand-off.
+const CURSORS = new Int32Array(MAX_FDS);
+const BATCH_NO = new Float64Array(FAST_MAX_WORKERS);
+/** The fast path plans this many picks at least, and doubles up to MAX_FDS
+ * while readiness events fill the plan (a burst): planning costs one pick
+ * per connection planned, used or not. */
+const FAST_BATCH_MIN = 4;
+const MAX_ID = 0xffffffff;
 
 export class Dispatcher<W extends Target> {
   readonly #h: DispatcherHooks<W>;
@@ -101,6 +113,7 @@ export class Dispatcher<W extends Target> {
   #nextId = 1;
   #paused = false;
   #stopping = false;
+  #fastBatch = FAST_BATCH_MIN;
   /** Connections handed out, counting every hand-off (re-dispatches too). */
   handed = 0;
 
@@ -132,6 +145,61 @@ export class Dispatcher<W extends Target> {
       this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     }
     this.#dispatch(conns);
+  }
+
+  /**
+   * A listener is readable: accepts and hands out in one native call
+   * (fast-handoff.ts) when that cannot change who gets what, nor in which
+   * order: round-robin or least-connections (the hash strategy needs each
+   * peer's address), nothing waiting here, nothing queued on any
+   * candidate's channel, and some room in the windows. The picks are the
+   * strategy's (pickMany()), planned before the accept; the ledgers are
+   * those of the normal path: each handed connection is in its worker's
+   * `inflight` until the ACK. A connection whose message did not go (the
+   * worker's channel full, EAGAIN; or broken) takes the normal path at
+   * once: queued on a channel, or sendFailed().
+   *
+   * Returns how many connections were accepted (all of them now handed or
+   * on the normal path), a -errno from accept (EAGAIN: none waiting), or
+   * undefined when the fast path does not apply: then the caller accepts
+   * and calls accepted().
+   */
+  acceptFast(fd: number, listener: number): number | undefined {
+    const strategy = this.#h.strategy;
+    if (strategy === 'hash' || this.#waiting.length) return undefined;
+    const ready = this.#h.candidates();
+    const nw = ready.length;
+    if (nw === 0 || nw > FAST_MAX_WORKERS) return undefined;
+    for (let k = 0; k < nw; k++) {
+      const w = ready[k]!;
+      if (w.sock.closed || w.sock.pendingSends !== 0) return undefined;
+      CHANS[k] = w.sock.fd;
+    }
+    const { loads, room } = loadsOf(ready, Date.now());
+    if (room === 0) return undefined;
+    if (this.#nextId + this.#fastBatch > MAX_ID) this.#nextId = 1;
+    const planned = pickMany(strategy, loads, this.#cursor, MAX_UNACKED, Math.min(room, this.#fastBatch), PLAN, CURSORS);
+    if (planned === 0) return undefined;
+    const first = this.#nextId;
+    const n = handOff(fd, listener, first, nw, planned);
+    if (n <= 0) return n;
+    this.#fastBatch = n === planned ? Math.min(planned * 2, MAX_FDS) : FAST_BATCH_MIN;
+    this.#cursor = CURSORS[n - 1]!;
+    this.#nextId = first + n > MAX_ID ? 1 : first + n;
+    for (let k = 0; k < nw; k++) if (SENT[k]! > 0) BATCH_NO[k] = this.#handing(ready[k]!, SENT[k]!);
+    let back: Conn[] | null = null;
+    for (let i = 0; i < n; i++) {
+      const k = PLAN[i]!;
+      const c: Conn = { id: first + i, fd: FDS[i]!, listener, hash: 0, batch: 0 };
+      if (SENT[k]! > 0) {
+        c.batch = BATCH_NO[k]!;
+        ready[k]!.inflight.set(c.id, c);
+      } else {
+        (back ??= []).push(c);
+      }
+    }
+    if (back) this.#dispatch(back);
+    return n;
   }
 
   /** Hands out what waits (a worker became ready, or caught up). */
@@ -215,12 +283,9 @@ export class Dispatcher<W extends Target> {
   #dispatch(conns: Conn[]): void {
     const ready = this.#h.candidates();
     const now = Date.now();
-    let room = 0;
-    const loads: WorkerLoad[] = ready.map((w) => {
-      const r = w.window.room(w.inflight.size, now);
-      room += r;
-      return { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
-    });
+    const plan = loadsOf(ready, now);
+    const loads = plan.loads;
+    let room = plan.room;
     if (room === 0) {
       // Nobody has room: no pass over what waits (it may be long).
       if (conns.length) this.#waiting.push(...conns);
@@ -276,10 +341,18 @@ export class Dispatcher<W extends Target> {
     }, at - now);
   }
 
+  /** `n` connections go to `w` in its next CONNS message: its number. */
+  #handing(w: W, n: number): number {
+    w.batches = (w.batches + 1) >>> 0;
+    w.handed += n;
+    this.handed += n;
+    return w.batches;
+  }
+
   #send(w: W, batch: Conn[]): void {
     const n = batch.length;
     const fds = new Array<number>(n);
-    w.batches = (w.batches + 1) >>> 0;
+    this.#handing(w, n);
     for (let i = 0; i < n; i++) {
       const c = batch[i]!;
       SEND_IDS[i] = c.id;
@@ -288,14 +361,26 @@ export class Dispatcher<W extends Target> {
       c.batch = w.batches;
       w.inflight.set(c.id, c);
     }
-    w.handed += n;
-    this.handed += n;
     // The fds are ours until the worker acks; the send only borrows them.
     w.sock.send({ data: encodeConns(SEND_IDS, SEND_LISTENERS, n), fds }).catch((err: Error) => {
       this.#h.log('handoff-error', { slot: w.slot, pid: w.pid, error: errorCode(err) });
       this.#h.sendFailed(w, err);
     });
   }
+}
+
+/** The strategies' view of the candidates (strategies.ts), each within
+ * its window, and how many connections they have room for in all. */
+function loadsOf(ready: readonly Target[], now: number): { loads: WorkerLoad[]; room: number } {
+  let room = 0;
+  const loads: WorkerLoad[] = new Array(ready.length);
+  for (let k = 0; k < ready.length; k++) {
+    const w = ready[k]!;
+    const r = w.window.room(w.inflight.size, now);
+    room += r;
+    loads[k] = { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
+  }
+  return { loads, room };
 }
 
 /** Connections handed to `w` and not reported closed (pending ones included):

@@ -13,7 +13,8 @@
  * - dispatcher.ts: which worker gets each connection (strategies.ts), and
  *   the primary's copy of every fd until the worker acknowledges it (a dead
  *   worker's connections, or a hand-off that reached a worker without its
- *   fds, go to another worker; handoff-window.ts paces a worker out of fds);
+ *   fds, go to another worker; handoff-window.ts paces a worker out of fds;
+ *   fast-handoff.ts: accept and hand-off in one native call when it can);
  * - supervisor.ts: the worker processes (spawn, readiness, respawn with
  *   back-off, crash loops, drain, kill);
  * - spare-fds.ts: a few fds kept so that a worker can be respawned at
@@ -148,7 +149,11 @@ export class Primary extends EventEmitter {
     this.#accept = new AcceptLoop(listeners, (fds, n, l) => {
       if (peek && l.proxy) peek.take(fds, n, l.index);
       else this.#dispatcher.accepted(fds, n, l.index);
-    }, this.#log);
+    }, this.#log, {
+      // Round-robin and least-connections: accept and hand out in one
+      // native call where the dispatcher can (dispatcher.ts acceptFast()).
+      fast: opts.strategy === 'hash' ? undefined : (fd, l) => this.#dispatcher.acceptFast(fd, l.index),
+    });
     this.#rate = new RateMeter(() => this.#dispatcher.handed);
     // Before any worker is spawned: they must not inherit NOTIFY_SOCKET.
     this.#service = SystemdService.fromEnv(this, opts.workers, this.#log);

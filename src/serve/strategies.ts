@@ -124,3 +124,27 @@ export function pickWorker(strategy: Strategy, loads: readonly WorkerLoad[], key
       return roundRobin(loads, cursor, limit);
   }
 }
+
+/**
+ * Picks for up to `max` connections in a row, all of key 0 (round-robin,
+ * least-connections), each pick counting the ones before it (its load's
+ * `pending` and `open` grow by one, as a dispatcher does between picks):
+ * plan[j] is the j-th pick's candidate index and cursors[j] the cursor
+ * after it, so that a caller that uses only the first n picks resumes from
+ * cursors[n - 1]. Returns how many were picked: fewer than `max` once every
+ * candidate is full. `loads` is updated.
+ */
+export function pickMany(strategy: Strategy, loads: WorkerLoad[], cursor: number, limit: number, max: number,
+  plan: Int32Array, cursors: Int32Array): number {
+  let c = cursor;
+  for (let j = 0; j < max; j++) {
+    const p = pickWorker(strategy, loads, 0, c, limit);
+    if (p.index < 0) return j;
+    const l = loads[p.index]!;
+    l.pending++;
+    l.open++;
+    plan[j] = p.index;
+    c = cursors[j] = p.cursor;
+  }
+  return max;
+}

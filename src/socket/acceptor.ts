@@ -34,6 +34,13 @@ export interface AcceptorHandlers {
   onError(errno: number): void;
   /** Accepting works again after failures: since when (ms) and how many. */
   onResume?(afterMs: number, errors: number): void;
+  /** Where given, tried first for each batch: accepts on the listener and
+   * hands the connections on itself (the primary's one-crossing hand-off,
+   * src/serve/dispatcher.ts acceptFast()). Returns how many it accepted
+   * (they are its own, onAccept does not see them), a -errno from accept
+   * (handled as accept's: EAGAIN, or a failure and its back-off), or
+   * undefined to have this batch accepted the usual way. */
+  acceptFast?(): number | undefined;
 }
 
 const BACKOFF_MIN_MS = 10;
@@ -115,7 +122,8 @@ export class Acceptor {
    */
   acceptOnce(): number {
     if (this.#closed) return EAGAIN;
-    const n = native.accept(this.#fd, ACCEPTED, this.#peers);
+    const fast = this.#h.acceptFast?.();
+    const n = fast ?? native.accept(this.#fd, ACCEPTED, this.#peers);
     if (n < 0) {
       if (n !== EAGAIN) this.#failed(n);
       return n;
@@ -126,7 +134,7 @@ export class Acceptor {
       this.#streak = null;
       this.#h.onResume?.(Date.now() - s.since, s.errors);
     }
-    this.#h.onAccept(ACCEPTED, n, this.#peers ?? null);
+    if (fast === undefined) this.#h.onAccept(ACCEPTED, n, this.#peers ?? null);
     return n;
   }
 
