@@ -102,7 +102,7 @@ function received(w: Worker): { id: number; port: number }[] {
     const msg = decodePrimaryMessage(m.data, m.fdCount);
     assert.equal(msg.op, Op.Conns);
     if (msg.op !== Op.Conns) continue;
-    msg.conns.forEach((c, i) => out.push({ id: c.id, port: peerPort(m.fds[i]!.fd) }));
+    msg.ids.forEach((id, i) => out.push({ id, port: peerPort(m.fds[i]!.fd) }));
   }
   return out;
 }
