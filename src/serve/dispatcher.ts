@@ -27,6 +27,7 @@
  * workers), within each one's window; each worker gets what was picked for
  * it in one message.
  */
+import { performance } from 'node:perf_hooks';
 import { native } from '../native';
 import type { UnixSocket } from '../socket/socket';
 import { MAX_FDS } from '../socket/frame';
@@ -45,6 +46,9 @@ export interface Conn {
   hash: number;
   /** The hand-off message (per worker, from 1) that carried it last. */
   batch: number;
+  /** When that message went (performance.now() ms): least-connections'
+   * age of a worker's oldest unacknowledged hand-off. */
+  sent: number;
 }
 
 /** What the dispatcher needs of a worker: its channel and its ledger. */
@@ -128,7 +132,7 @@ export class Dispatcher<W extends Target> {
     const conns: Conn[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const fd = fds[i]!;
-      conns[i] = { id: this.#nextId, fd, listener, hash: keys ? keys[i]! : hashed ? peerKey(fd) : 0, batch: 0 };
+      conns[i] = { id: this.#nextId, fd, listener, hash: keys ? keys[i]! : hashed ? peerKey(fd) : 0, batch: 0, sent: 0 };
       this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     }
     this.#dispatch(conns);
@@ -215,11 +219,13 @@ export class Dispatcher<W extends Target> {
   #dispatch(conns: Conn[]): void {
     const ready = this.#h.candidates();
     const now = Date.now();
+    const at = performance.now();
     let room = 0;
     const loads: WorkerLoad[] = ready.map((w) => {
       const r = w.window.room(w.inflight.size, now);
       room += r;
-      return { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
+      const oldest = w.inflight.size ? w.inflight.values().next().value! : null;
+      return { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r, unackedMs: oldest ? at - oldest.sent : 0 };
     });
     if (room === 0) {
       // Nobody has room: no pass over what waits (it may be long).
@@ -279,6 +285,7 @@ export class Dispatcher<W extends Target> {
   #send(w: W, batch: Conn[]): void {
     const n = batch.length;
     const fds = new Array<number>(n);
+    const sent = performance.now();
     w.batches = (w.batches + 1) >>> 0;
     for (let i = 0; i < n; i++) {
       const c = batch[i]!;
@@ -286,6 +293,7 @@ export class Dispatcher<W extends Target> {
       SEND_LISTENERS[i] = c.listener;
       fds[i] = c.fd;
       c.batch = w.batches;
+      c.sent = sent;
       w.inflight.set(c.id, c);
     }
     w.handed += n;

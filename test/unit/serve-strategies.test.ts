@@ -9,7 +9,7 @@
  */
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { pickWorker, roundRobin, leastConnections, hashPick, STRATEGIES, type Strategy, type WorkerLoad } from '../../src/serve/strategies';
+import { pickWorker, roundRobin, leastConnections, hashPick, STRATEGIES, STALLED_MS, type Strategy, type WorkerLoad } from '../../src/serve/strategies';
 
 const LIMIT = 1024;
 
@@ -167,4 +167,35 @@ test('a worker with its own lower limit (its hand-off window shrank) is full at 
     // At 0 it gets nothing (backing off).
     assert.equal(pickWorker(s, [{ pending: 0, open: 0, limit: 0 }], 0, 0, LIMIT).index, -1, s);
   }
+});
+
+test('least-connections: a worker whose oldest hand-off has waited STALLED_MS for its acknowledgement is passed over while another is not stalled', () => {
+  // Worker 0 holds fewer connections but has not acknowledged a hand-off
+  // for STALLED_MS: it is busy in a long request (its loop is not turning),
+  // so the next connections go to worker 1 although it holds more.
+  const ws: WorkerLoad[] = [{ pending: 1, open: 2, unackedMs: STALLED_MS }, { pending: 0, open: 6 }];
+  assert.deepEqual(run('least-connections', ws, 10), new Array(10).fill(1), 'every one to the worker that is not stalled');
+  for (const cursor of [0, 1]) assert.equal(leastConnections([{ pending: 1, open: 0, unackedMs: 50 }, { pending: 3, open: 9, unackedMs: 0.5 }], cursor, LIMIT).index, 1,
+    `a stalled worker loses even with no connection open (cursor ${cursor})`);
+  // Of several that are not stalled, the counts decide as before.
+  const three: WorkerLoad[] = [{ pending: 0, open: 1, unackedMs: 10 }, { pending: 0, open: 5 }, { pending: 0, open: 3 }];
+  assert.deepEqual(run('least-connections', three, 2), [2, 2]);
+});
+
+test('least-connections: hand-offs younger than STALLED_MS are no sign of a busy worker (a burst being acknowledged)', () => {
+  const ws: WorkerLoad[] = [{ pending: 20, open: 20, unackedMs: STALLED_MS / 2 }, { pending: 0, open: 30 }];
+  assert.deepEqual(counts(run('least-connections', ws, 10), 2), [10, 0], 'the emptier worker is refilled first');
+});
+
+test('least-connections: when every worker is stalled the counts decide, and a stalled worker still gets work when it is the only one with room', () => {
+  const all: WorkerLoad[] = [{ pending: 2, open: 8, unackedMs: 20 }, { pending: 1, open: 3, unackedMs: 5 }];
+  assert.equal(leastConnections(all, 0, LIMIT).index, 1);
+  // The worker that is not stalled is full: the stalled one takes it rather than letting it wait.
+  assert.equal(leastConnections([{ pending: 1, open: 1, unackedMs: 30 }, { pending: 4, open: 4 }], 0, 4).index, 0);
+});
+
+test('a stalled worker changes nothing for round-robin (strict turns) and hash (sticky)', () => {
+  const ws = (): WorkerLoad[] => [{ pending: 1, open: 1, unackedMs: 100 }, { pending: 0, open: 0 }, { pending: 0, open: 0 }];
+  assert.deepEqual(run('round-robin', ws(), 6), [0, 1, 2, 0, 1, 2]);
+  assert.deepEqual(run('hash', ws(), 5, { key: () => 3 }), [0, 0, 0, 0, 0]);
 });
