@@ -46,6 +46,9 @@ export interface PacedResult {
   maxUs: number;
   /** The client's lag behind the schedule (send - due), 99th percentile. */
   lagP99us: number;
+  /** Requests answered 5 ms or more after they were due: the slow ones
+   * themselves and those that waited behind one (any other cause aside). */
+  over5ms: number;
 }
 
 /** A small seeded generator (mulberry32): the same seed, the same sequence. */
@@ -82,10 +85,12 @@ export function paced(port: number, rate: number, seconds: number, seed = 1): Pr
       if (++done < total) return;
       const lat = latencies.slice(0, ok).sort();
       const lag = lags.slice().sort();
+      const slow = lat.findIndex((v) => v >= 5);
       resolve({
         rate, seconds, requests: ok, spins, errors,
         p50us: pct(lat, 50) * 1000, p99us: pct(lat, 99) * 1000, p999us: pct(lat, 99.9) * 1000,
         maxUs: (lat[lat.length - 1] ?? NaN) * 1000, lagP99us: pct(lag, 99) * 1000,
+        over5ms: slow < 0 ? 0 : lat.length - slow,
       });
     };
     const fire = (i: number, due: number, now: number) => {

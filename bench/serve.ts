@@ -62,12 +62,14 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const ONLY = process.env.BENCH_ONLY?.split(',');
 /** `mixed`: only the mixed-load runs (saturated and paced), with a short
  * new-connection run for each contender's capacity (the paced rate). */
-const MIXED_ONLY = process.env.FDPASS_BENCH_ONLY === 'mixed';
+const MIXED_ONLY = process.env.FDPASS_BENCH_ONLY === 'mixed' || process.env.FDPASS_BENCH_ONLY === 'paced';
 const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 2 * SECONDS);
 /** The paced run's offered rate (req/s); default half the slowest contender's
  * new-connection req/s in the same round. */
 const PACED_RPS = process.env.BENCH_PACED_RPS ? Number(process.env.BENCH_PACED_RPS) : NaN;
 const PACED_SEED = Number(process.env.BENCH_PACED_SEED ?? 1);
+/** FDPASS_BENCH_ONLY=paced (with BENCH_PACED_RPS): the paced run alone, for A/B comparisons of a policy. */
+const PACED_ONLY = process.env.FDPASS_BENCH_ONLY === 'paced' && Number.isFinite(PACED_RPS);
 const MIXED_LUA = path.join(ROOT, 'bench', 'mixed.lua');
 
 interface Server { child: Child; port: number; primary: boolean }
@@ -176,7 +178,7 @@ function wakeUpUs(fdbench: string): number {
 
 interface Agg {
   close: number; closeP99: number; keep: number; idle: number; mixedP99: number; mixedP50: number; cpu: number; tree: number; errors: number; na: boolean;
-  pacedP50: number; pacedP99: number; pacedP999: number; pacedErrors: number;
+  pacedP50: number; pacedP99: number; pacedP999: number; pacedErrors: number; pacedSlow: number;
 }
 
 const num = (v: number) => Math.round(v).toLocaleString('en-US');
@@ -196,6 +198,10 @@ async function main(): Promise<void> {
     wakes.push(wakeUpUs(fdbench));
     for (const c of contenders) {
       if (!c.start) continue;
+      if (PACED_ONLY) {
+        runs.get(c.key)!.push({ close: NONE, keep: NONE, idle: NONE, mixed: NONE, cpuUsPerConn: NaN, treeUsPerReq: NaN });
+        continue;
+      }
       runs.get(c.key)!.push(await measure(c.start));
       process.stderr.write(`  round ${r + 1}: ${c.name} done\n`);
     }
@@ -209,7 +215,7 @@ async function main(): Promise<void> {
       runs.get(c.key)!.at(-1)!.paced = p;
       lags.push(p.lagP99us);
       process.stderr.write(`  round ${r + 1}: ${c.name} paced at ${rate} req/s: p50 ${ms(p.p50us)} ms, p99 ${ms(p.p99us)} ms, ` +
-        `p99.9 ${ms(p.p999us)} ms, ${p.spins} spins, ${p.errors} errors\n`);
+        `p99.9 ${ms(p.p999us)} ms, ${p.spins} spins, ${p.over5ms} over 5 ms, client lag p99 ${ms(p.lagP99us)} ms, ${p.errors} errors\n`);
     }
   }
   const agg = new Map<string, Agg>();
@@ -230,6 +236,7 @@ async function main(): Promise<void> {
       pacedP99: median(rs.map((v) => v.paced?.p99us ?? NaN)),
       pacedP999: median(rs.map((v) => v.paced?.p999us ?? NaN)),
       pacedErrors: rs.reduce((a, v) => a + (v.paced?.errors ?? 0), 0),
+      pacedSlow: median(rs.map((v) => (v.paced ? v.paced.over5ms / v.paced.spins : NaN))),
     });
   }
   const wake = median(wakes);
@@ -238,16 +245,16 @@ async function main(): Promise<void> {
     `load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`;
   const row = (c: Contender) => {
     const a = agg.get(c.key)!;
-    if (a.na) return `| ${c.name} | n/a (Node ${process.version} has no reusePort) | | | | | | | | | | | |`;
+    if (a.na) return `| ${c.name} | n/a (Node ${process.version} has no reusePort) | | | | | | | | | | | | |`;
     return `| ${c.name} | ${num(a.close)} | ${ms(a.closeP99)} | ${MIXED_ONLY ? '-' : num(a.keep)} | ${MIXED_ONLY ? '-' : a.idle.toFixed(0)} | ` +
-      `${ms(a.mixedP50)} | ${ms(a.mixedP99)} | ${ms(a.pacedP50)} | ${ms(a.pacedP99)} | ${ms(a.pacedP999)} | ` +
+      `${ms(a.mixedP50)} | ${ms(a.mixedP99)} | ${ms(a.pacedP50)} | ${ms(a.pacedP99)} | ${ms(a.pacedP999)} | ${a.pacedSlow.toFixed(1)} | ` +
       `${Number.isFinite(a.cpu) ? a.cpu.toFixed(1) : 'n/a'} | ${a.tree.toFixed(0)} | ${a.errors + a.pacedErrors} |`;
   };
   const lines = [
     header, '',
     '| server | req/s, new connection each | its p99, no slow requests (ms) | req/s, keep-alive | idle p50 (us) | mixed load, saturated: p50 (ms) | saturated: p99 (ms) | ' +
-      'mixed load, paced: p50 (ms) | paced: p99 (ms) | paced: p99.9 (ms) | primary CPU per connection (us) | server CPU per request, all processes (us) | errors |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      'mixed load, paced: p50 (ms) | paced: p99 (ms) | paced: p99.9 (ms) | paced: requests >= 5 ms per slow request | primary CPU per connection (us) | server CPU per request, all processes (us) | errors |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...contenders.map(row), '',
     `cross-CPU wake-up (half a C SEQPACKET ping-pong between CPUs 0 and 1, p50): ${wake.toFixed(1)} us`, '',
   ];
