@@ -20,12 +20,12 @@
  * server and is reported alongside (`lagP99us`).
  *
  * Run as a child of bench/serve.ts:
- *   node dist/bench/paced.js PORT RATE SECONDS [SEED]   (prints one JSON line)
+ *   node dist/bench/paced.js PORT RATE SECONDS [SEED [SPIN_PER_MILLE]]   (prints one JSON line)
  */
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
-/** Of every 1000 requests, how many spin (bench/mixed.lua's 0.5%). */
+/** Of every 1000 requests, how many spin by default (bench/mixed.lua's 0.5%). */
 const SPIN_PER_MILLE = 5;
 const REQ = Buffer.from('GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n');
 const SPIN = Buffer.from('GET /spin HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n');
@@ -68,7 +68,7 @@ function pct(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-export function paced(port: number, rate: number, seconds: number, seed = 1): Promise<PacedResult> {
+export function paced(port: number, rate: number, seconds: number, seed = 1, spinPerMille = SPIN_PER_MILLE): Promise<PacedResult> {
   const total = Math.max(1, Math.round(rate * seconds));
   const interval = 1000 / rate;
   const random = prng(seed);
@@ -94,7 +94,7 @@ export function paced(port: number, rate: number, seconds: number, seed = 1): Pr
       });
     };
     const fire = (i: number, due: number, now: number) => {
-      const spin = random() * 1000 < SPIN_PER_MILLE;
+      const spin = random() * 1000 < spinPerMille;
       if (spin) spins++;
       lags[i] = now - due;
       let got = '';
@@ -133,8 +133,8 @@ export function paced(port: number, rate: number, seconds: number, seed = 1): Pr
 }
 
 if (require.main === module) {
-  const [port, rate, seconds, seed] = process.argv.slice(2).map(Number) as [number, number, number, number | undefined];
-  paced(port, rate, seconds, seed ?? 1).then((r) => console.log(JSON.stringify(r)), (err) => {
+  const [port, rate, seconds, seed, spins] = process.argv.slice(2).map(Number) as [number, number, number, number | undefined, number | undefined];
+  paced(port, rate, seconds, seed ?? 1, spins ?? SPIN_PER_MILLE).then((r) => console.log(JSON.stringify(r)), (err) => {
     console.error(err);
     process.exit(1);
   });

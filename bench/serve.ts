@@ -68,6 +68,8 @@ const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 2 * SECONDS);
  * new-connection req/s in the same round. */
 const PACED_RPS = process.env.BENCH_PACED_RPS ? Number(process.env.BENCH_PACED_RPS) : NaN;
 const PACED_SEED = Number(process.env.BENCH_PACED_SEED ?? 1);
+/** Slow requests per 1000 in the paced run (default 5, as bench/mixed.lua; 0: the same run without them). */
+const PACED_SPINS = Number(process.env.BENCH_PACED_SPINS ?? 5);
 /** FDPASS_BENCH_ONLY=paced (with BENCH_PACED_RPS): the paced run alone, for A/B comparisons of a policy. */
 const PACED_ONLY = process.env.FDPASS_BENCH_ONLY === 'paced' && Number.isFinite(PACED_RPS);
 const MIXED_LUA = path.join(ROOT, 'bench', 'mixed.lua');
@@ -128,7 +130,7 @@ const NONE: Figures = { rps: NaN, p50us: NaN, p99us: NaN, requests: 0, errors: 0
 /** The paced mixed load against `port` (bench/paced.ts, in a process of its own). */
 function runPaced(port: number, rate: number): Promise<PacedResult> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [path.join(__dirname, 'paced.js'), String(port), String(rate), String(PACED_SECONDS), String(PACED_SEED)],
+    execFile(process.execPath, [path.join(__dirname, 'paced.js'), String(port), String(rate), String(PACED_SECONDS), String(PACED_SEED), String(PACED_SPINS)],
       { timeout: (PACED_SECONDS + 30) * 1000 }, (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout) as PacedResult)));
   });
 }
@@ -236,7 +238,7 @@ async function main(): Promise<void> {
       pacedP99: median(rs.map((v) => v.paced?.p99us ?? NaN)),
       pacedP999: median(rs.map((v) => v.paced?.p999us ?? NaN)),
       pacedErrors: rs.reduce((a, v) => a + (v.paced?.errors ?? 0), 0),
-      pacedSlow: median(rs.map((v) => (v.paced ? v.paced.over5ms / v.paced.spins : NaN))),
+      pacedSlow: median(rs.map((v) => (v.paced ? v.paced.over5ms / Math.max(1, v.paced.spins) : NaN))),
     });
   }
   const wake = median(wakes);
