@@ -70,11 +70,11 @@ const PACED_RPS = process.env.BENCH_PACED_RPS ? Number(process.env.BENCH_PACED_R
 /**
  * 0.15: while a slow request takes one of the machine's 2 CPUs for 10 ms,
  * the other one carries the client, the primary and the other worker; at
- * 15% of the slowest contender's capacity (cluster SCHED_RR's, about 600
+ * 15% of the slowest contender's capacity (cluster SCHED_RR's: 600-1,000
  * req/s here) that is a small part of it, so what the tail shows is where
  * connections went meanwhile. At 50% (about 2,200 req/s) the Node client
- * alone lags 3 ms behind its schedule at p99 and every server's p99 is the
- * slow requests' own 10 ms.
+ * alone lagged 3.4 ms behind its schedule at p99 and every server's p99 was
+ * the slow requests' own 11-16 ms.
  */
 const PACED_SHARE = Number(process.env.BENCH_PACED_SHARE ?? 0.15);
 const PACED_SEED = Number(process.env.BENCH_PACED_SEED ?? 1);
