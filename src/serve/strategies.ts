@@ -41,8 +41,13 @@ export interface WorkerLoad {
  */
 export const STALLED_MS = 2;
 
+/** Busy in a long request: a hand-off has waited STALLED_MS for its ACK
+ * while the worker holds a connection it did acknowledge (one it can be
+ * busy with). A worker whose open connections are all unacknowledged (one
+ * just emptied and adopting a burst, one just started) is slow to
+ * acknowledge for other reasons, and is not passed over. */
 function stalled(w: WorkerLoad): boolean {
-  return w.unackedMs !== undefined && w.unackedMs >= STALLED_MS;
+  return w.unackedMs !== undefined && w.unackedMs >= STALLED_MS && w.open > w.pending;
 }
 
 function full(w: WorkerLoad, limit: number): boolean {
@@ -78,7 +83,7 @@ export function roundRobin(loads: readonly WorkerLoad[], cursor: number, limit: 
  * request, which acknowledges and closes nothing while it is busy, is passed
  * over as soon as its count, which grows with each connection it is given,
  * passes the others'; or sooner, once a hand-off to it has waited
- * STALLED_MS for the acknowledgement: a stalled worker gets nothing while
+ * STALLED_MS for the acknowledgement (stalled()): a stalled worker gets nothing while
  * another one that is not stalled has room, whatever the counts (when all
  * are stalled, the counts decide). Ties go to the first from `cursor` on,
  * and the cursor moves by one per pick, so equal workers take turns.

@@ -175,8 +175,8 @@ test('least-connections: a worker whose oldest hand-off has waited STALLED_MS fo
   // so the next connections go to worker 1 although it holds more.
   const ws: WorkerLoad[] = [{ pending: 1, open: 2, unackedMs: STALLED_MS }, { pending: 0, open: 6 }];
   assert.deepEqual(run('least-connections', ws, 10), new Array(10).fill(1), 'every one to the worker that is not stalled');
-  for (const cursor of [0, 1]) assert.equal(leastConnections([{ pending: 1, open: 0, unackedMs: 50 }, { pending: 3, open: 9, unackedMs: 0.5 }], cursor, LIMIT).index, 1,
-    `a stalled worker loses even with no connection open (cursor ${cursor})`);
+  for (const cursor of [0, 1]) assert.equal(leastConnections([{ pending: 1, open: 2, unackedMs: 50 }, { pending: 3, open: 9, unackedMs: 0.5 }], cursor, LIMIT).index, 1,
+    `a stalled worker loses even with a single connection of its own (cursor ${cursor})`);
   // Of several that are not stalled, the counts decide as before.
   const three: WorkerLoad[] = [{ pending: 0, open: 1, unackedMs: 10 }, { pending: 0, open: 5 }, { pending: 0, open: 3 }];
   assert.deepEqual(run('least-connections', three, 2), [2, 2]);
@@ -191,7 +191,14 @@ test('least-connections: when every worker is stalled the counts decide, and a s
   const all: WorkerLoad[] = [{ pending: 2, open: 8, unackedMs: 20 }, { pending: 1, open: 3, unackedMs: 5 }];
   assert.equal(leastConnections(all, 0, LIMIT).index, 1);
   // The worker that is not stalled is full: the stalled one takes it rather than letting it wait.
-  assert.equal(leastConnections([{ pending: 1, open: 1, unackedMs: 30 }, { pending: 4, open: 4 }], 0, 4).index, 0);
+  assert.equal(leastConnections([{ pending: 1, open: 2, unackedMs: 30 }, { pending: 4, open: 4 }], 0, 4).index, 0);
+});
+
+test('least-connections: a worker whose open connections are all unacknowledged (just emptied and adopting a burst, or just started) is not stalled, however long its ACK takes', () => {
+  // It cannot be busy in a request on a connection it has not adopted: the counts decide.
+  const ws: WorkerLoad[] = [{ pending: 5, open: 5, unackedMs: 40 }, { pending: 0, open: 20 }];
+  assert.deepEqual(counts(run('least-connections', ws, 10), 2), [10, 0], 'the emptied worker is refilled');
+  assert.equal(leastConnections([{ pending: 1, open: 1, unackedMs: 40 }, { pending: 0, open: 1 }], 0, LIMIT).index, 0, 'a fresh worker keeps its turn');
 });
 
 test('a stalled worker changes nothing for round-robin (strict turns) and hash (sticky)', () => {
