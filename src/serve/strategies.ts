@@ -35,11 +35,15 @@ export interface WorkerLoad {
 /**
  * A worker whose oldest unacknowledged hand-off is this old (ms) is taken as
  * busy by least-connections. Well above a loop turn of a worker that is
- * keeping up (tens to hundreds of microseconds, a few hundred connections'
- * turn under load about 1 ms), well below the long requests it is there to
- * route around.
+ * keeping up, also one that serves the requests of a burst it was just
+ * handed on a loaded machine: at 2 ms, 1 of 3 runs of the serve-balance
+ * refill test (50 connections opened at once onto an emptied worker) gave
+ * the emptied worker 7 of them, the rest going elsewhere once it was busy
+ * answering the first ones. So this routes around requests that block a
+ * worker for tens of milliseconds or more, not around 10 ms ones (for
+ * those, measured, the count alone did as well: bench/serve.ts's paced run).
  */
-export const STALLED_MS = 2;
+export const STALLED_MS = 20;
 
 /** Busy in a long request: a hand-off has waited STALLED_MS for its ACK
  * while the worker holds a connection it did acknowledge (one it can be
