@@ -224,6 +224,7 @@ export class Dispatcher<W extends Target> {
     const loads: WorkerLoad[] = ready.map((w) => {
       const r = w.window.room(w.inflight.size, now);
       room += r;
+      // The ledger is in hand-off order: its first entry waited longest.
       const oldest = w.inflight.size ? w.inflight.values().next().value! : null;
       return { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r, unackedMs: oldest ? at - oldest.sent : 0 };
     });
