@@ -29,6 +29,7 @@
  * accepted them), or by acceptFast(), which accepts and sends in one native
  * call (fast-handoff.ts) where that changes nothing of the above.
  */
+import { performance } from 'node:perf_hooks';
 import { native } from '../native';
 import type { UnixSocket } from '../socket/socket';
 import { MAX_FDS } from '../socket/frame';
@@ -48,6 +49,9 @@ export interface Conn {
   hash: number;
   /** The hand-off message (per worker, from 1) that carried it last. */
   batch: number;
+  /** When that message went (performance.now() ms): least-connections'
+   * age of a worker's oldest unacknowledged hand-off. */
+  sent: number;
 }
 
 /** What the dispatcher needs of a worker: its channel and its ledger. */
@@ -141,7 +145,7 @@ export class Dispatcher<W extends Target> {
     const conns: Conn[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const fd = fds[i]!;
-      conns[i] = { id: this.#nextId, fd, listener, hash: keys ? keys[i]! : hashed ? peerKey(fd) : 0, batch: 0 };
+      conns[i] = { id: this.#nextId, fd, listener, hash: keys ? keys[i]! : hashed ? peerKey(fd) : 0, batch: 0, sent: 0 };
       this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     }
     this.#dispatch(conns);
@@ -187,10 +191,11 @@ export class Dispatcher<W extends Target> {
     this.#cursor = CURSORS[n - 1]!;
     this.#nextId = first + n > MAX_ID ? 1 : first + n;
     for (let k = 0; k < nw; k++) if (SENT[k]! > 0) BATCH_NO[k] = this.#handing(ready[k]!, SENT[k]!);
+    const sent = performance.now();
     let back: Conn[] | null = null;
     for (let i = 0; i < n; i++) {
       const k = PLAN[i]!;
-      const c: Conn = { id: first + i, fd: FDS[i]!, listener, hash: 0, batch: 0 };
+      const c: Conn = { id: first + i, fd: FDS[i]!, listener, hash: 0, batch: 0, sent };
       if (SENT[k]! > 0) {
         c.batch = BATCH_NO[k]!;
         ready[k]!.inflight.set(c.id, c);
@@ -353,12 +358,14 @@ export class Dispatcher<W extends Target> {
     const n = batch.length;
     const fds = new Array<number>(n);
     this.#handing(w, n);
+    const sent = performance.now();
     for (let i = 0; i < n; i++) {
       const c = batch[i]!;
       SEND_IDS[i] = c.id;
       SEND_LISTENERS[i] = c.listener;
       fds[i] = c.fd;
       c.batch = w.batches;
+      c.sent = sent;
       w.inflight.set(c.id, c);
     }
     // The fds are ours until the worker acks; the send only borrows them.
@@ -373,12 +380,15 @@ export class Dispatcher<W extends Target> {
  * its window, and how many connections they have room for in all. */
 function loadsOf(ready: readonly Target[], now: number): { loads: WorkerLoad[]; room: number } {
   let room = 0;
+  const at = performance.now();
   const loads: WorkerLoad[] = new Array(ready.length);
   for (let k = 0; k < ready.length; k++) {
     const w = ready[k]!;
     const r = w.window.room(w.inflight.size, now);
     room += r;
-    loads[k] = { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r };
+    // The ledger is in hand-off order: its first entry waited longest.
+    const oldest = w.inflight.size ? w.inflight.values().next().value! : null;
+    loads[k] = { pending: w.inflight.size, open: openAt(w), limit: w.inflight.size + r, unackedMs: oldest ? at - oldest.sent : 0 };
   }
   return { loads, room };
 }

@@ -25,6 +25,33 @@ export interface WorkerLoad {
   open: number;
   /** Its own limit, where lower than the common one. */
   limit?: number;
+  /** How long (ms) its oldest unacknowledged hand-off has waited for the
+   * acknowledgement (0 or absent: none waits). A worker acknowledges each
+   * batch on the loop turn that receives it, so one that has not for
+   * STALLED_MS is busy in a long piece of work (least-connections). */
+  unackedMs?: number;
+}
+
+/**
+ * A worker whose oldest unacknowledged hand-off is this old (ms) is taken as
+ * busy by least-connections. Well above a loop turn of a worker that is
+ * keeping up, also one that serves the requests of a burst it was just
+ * handed on a loaded machine: at 2 ms, 1 of 3 runs of the serve-balance
+ * refill test (50 connections opened at once onto an emptied worker) gave
+ * the emptied worker 7 of them, the rest going elsewhere once it was busy
+ * answering the first ones. So this routes around requests that block a
+ * worker for tens of milliseconds or more, not around 10 ms ones (for
+ * those, measured, the count alone did as well: bench/serve.ts's paced run).
+ */
+export const STALLED_MS = 20;
+
+/** Busy in a long request: a hand-off has waited STALLED_MS for its ACK
+ * while the worker holds a connection it did acknowledge (one it can be
+ * busy with). A worker whose open connections are all unacknowledged (one
+ * just emptied and adopting a burst, one just started) is slow to
+ * acknowledge for other reasons, and is not passed over. */
+function stalled(w: WorkerLoad): boolean {
+  return w.unackedMs !== undefined && w.unackedMs >= STALLED_MS && w.open > w.pending;
 }
 
 function full(w: WorkerLoad, limit: number): boolean {
@@ -59,20 +86,26 @@ export function roundRobin(loads: readonly WorkerLoad[], cursor: number, limit: 
  * handed out before any worker reports spreads, and a worker busy in a long
  * request, which acknowledges and closes nothing while it is busy, is passed
  * over as soon as its count, which grows with each connection it is given,
- * passes the others'. Ties go to the first from `cursor` on, and the cursor
- * moves by one per pick, so equal workers take turns.
+ * passes the others'; or sooner, once a hand-off to it has waited
+ * STALLED_MS for the acknowledgement (stalled()): a stalled worker gets nothing while
+ * another one that is not stalled has room, whatever the counts (when all
+ * are stalled, the counts decide). Ties go to the first from `cursor` on,
+ * and the cursor moves by one per pick, so equal workers take turns.
  */
 export function leastConnections(loads: readonly WorkerLoad[], cursor: number, limit: number): Pick {
   const n = loads.length;
   let best = -1;
   let bestLoad = Infinity;
+  let bestStalled = true;
   for (let i = 0; i < n; i++) {
     const at = (cursor + i) % n;
     const w = loads[at]!;
     if (full(w, limit)) continue;
-    if (w.open < bestLoad) {
+    const s = stalled(w);
+    if ((bestStalled && !s) || (s === bestStalled && w.open < bestLoad)) {
       best = at;
       bestLoad = w.open;
+      bestStalled = s;
     }
   }
   return { index: best, cursor: n === 0 ? cursor : (cursor + 1) % n };

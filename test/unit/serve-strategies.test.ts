@@ -9,7 +9,7 @@
  */
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { pickWorker, roundRobin, leastConnections, hashPick, STRATEGIES, type Strategy, type WorkerLoad } from '../../src/serve/strategies';
+import { pickWorker, roundRobin, leastConnections, hashPick, STRATEGIES, STALLED_MS, type Strategy, type WorkerLoad } from '../../src/serve/strategies';
 
 const LIMIT = 1024;
 
@@ -167,4 +167,42 @@ test('a worker with its own lower limit (its hand-off window shrank) is full at 
     // At 0 it gets nothing (backing off).
     assert.equal(pickWorker(s, [{ pending: 0, open: 0, limit: 0 }], 0, 0, LIMIT).index, -1, s);
   }
+});
+
+test('least-connections: a worker whose oldest hand-off has waited STALLED_MS for its acknowledgement is passed over while another is not stalled', () => {
+  // Worker 0 holds fewer connections but has not acknowledged a hand-off
+  // for STALLED_MS: it is busy in a long request (its loop is not turning),
+  // so the next connections go to worker 1 although it holds more.
+  const ws: WorkerLoad[] = [{ pending: 1, open: 2, unackedMs: STALLED_MS }, { pending: 0, open: 6 }];
+  assert.deepEqual(run('least-connections', ws, 10), new Array(10).fill(1), 'every one to the worker that is not stalled');
+  for (const cursor of [0, 1]) assert.equal(leastConnections([{ pending: 1, open: 2, unackedMs: 3 * STALLED_MS }, { pending: 3, open: 9, unackedMs: STALLED_MS / 4 }], cursor, LIMIT).index, 1,
+    `a stalled worker loses even with a single connection of its own (cursor ${cursor})`);
+  // Of several that are not stalled, the counts decide as before.
+  const three: WorkerLoad[] = [{ pending: 1, open: 2, unackedMs: 2 * STALLED_MS }, { pending: 0, open: 5 }, { pending: 0, open: 3 }];
+  assert.deepEqual(run('least-connections', three, 2), [2, 2], 'worker 0 is stalled: of the others, the emptier');
+});
+
+test('least-connections: hand-offs younger than STALLED_MS are no sign of a busy worker (a burst being acknowledged)', () => {
+  const ws: WorkerLoad[] = [{ pending: 20, open: 21, unackedMs: STALLED_MS / 2 }, { pending: 0, open: 32 }];
+  assert.deepEqual(counts(run('least-connections', ws, 10), 2), [10, 0], 'the emptier worker is refilled first');
+});
+
+test('least-connections: when every worker is stalled the counts decide, and a stalled worker still gets work when it is the only one with room', () => {
+  const all: WorkerLoad[] = [{ pending: 2, open: 8, unackedMs: 4 * STALLED_MS }, { pending: 1, open: 3, unackedMs: STALLED_MS }];
+  assert.equal(leastConnections(all, 0, LIMIT).index, 1);
+  // The worker that is not stalled is full: the stalled one takes it rather than letting it wait.
+  assert.equal(leastConnections([{ pending: 1, open: 2, unackedMs: 2 * STALLED_MS }, { pending: 4, open: 4 }], 0, 4).index, 0);
+});
+
+test('least-connections: a worker whose open connections are all unacknowledged (just emptied and adopting a burst, or just started) is not stalled, however long its ACK takes', () => {
+  // It cannot be busy in a request on a connection it has not adopted: the counts decide.
+  const ws: WorkerLoad[] = [{ pending: 5, open: 5, unackedMs: 4 * STALLED_MS }, { pending: 0, open: 20 }];
+  assert.deepEqual(counts(run('least-connections', ws, 10), 2), [10, 0], 'the emptied worker is refilled');
+  assert.equal(leastConnections([{ pending: 1, open: 1, unackedMs: 4 * STALLED_MS }, { pending: 0, open: 1 }], 0, LIMIT).index, 0, 'a fresh worker keeps its turn');
+});
+
+test('a stalled worker changes nothing for round-robin (strict turns) and hash (sticky)', () => {
+  const ws = (): WorkerLoad[] => [{ pending: 1, open: 2, unackedMs: 10 * STALLED_MS }, { pending: 0, open: 0 }, { pending: 0, open: 0 }];
+  assert.deepEqual(run('round-robin', ws(), 6), [0, 1, 2, 0, 1, 2]);
+  assert.deepEqual(run('hash', ws(), 5, { key: () => 3 }), [0, 0, 0, 0, 0]);
 });
