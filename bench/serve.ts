@@ -86,7 +86,7 @@ const PACED_ONLY = process.env.FDPASS_BENCH_ONLY === 'paced' && Number.isFinite(
  * FDPASS_BENCH_ONLY=mixed: close (short, each contender's capacity), mixed and paced), e.g. `idle`;
  * the others print as NaN. */
 const SCENARIOS = process.env.BENCH_SCENARIOS?.split(',') ?? (MIXED_ONLY ? ['close', 'mixed', 'paced'] : undefined);
-const runs = (s: string) => !SCENARIOS || SCENARIOS.includes(s);
+const wanted = (s: string) => !SCENARIOS || SCENARIOS.includes(s);
 const SKIPPED: Figures = { rps: NaN, p50us: NaN, p99us: NaN, requests: NaN, errors: 0 };
 const MIXED_LUA = path.join(ROOT, 'bench', 'mixed.lua');
 
@@ -181,12 +181,12 @@ async function measure(start: () => Promise<Server>): Promise<Run> {
     await wrk(s.port, ['-t1', '-c4', '-d1s', ...close]); // warm-up
     const c0 = cpuTicks(s.child.pid);
     const t0 = treeTicks(s.child.pid);
-    const closeRun = runs('close') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${MIXED_ONLY ? Math.max(2, Math.round(SECONDS / 2)) : SECONDS}s`, '--latency', ...close]) : SKIPPED;
+    const closeRun = wanted('close') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${MIXED_ONLY ? Math.max(2, Math.round(SECONDS / 2)) : SECONDS}s`, '--latency', ...close]) : SKIPPED;
     const c1 = cpuTicks(s.child.pid);
     const t1 = treeTicks(s.child.pid);
-    const keep = runs('keep') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`]) : SKIPPED;
-    const idle = runs('idle') ? await wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', ...close]) : SKIPPED;
-    const mixed = runs('mixed') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${MIXED_SECONDS}s`, '--latency', '-s', MIXED_LUA, ...close]) : SKIPPED;
+    const keep = wanted('keep') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${SECONDS}s`]) : SKIPPED;
+    const idle = wanted('idle') ? await wrk(s.port, ['-t1', '-c1', `-d${Math.max(2, Math.round(SECONDS / 2))}s`, '--latency', ...close]) : SKIPPED;
+    const mixed = wanted('mixed') ? await wrk(s.port, ['-t2', `-c${CONNS}`, `-d${MIXED_SECONDS}s`, '--latency', '-s', MIXED_LUA, ...close]) : SKIPPED;
     const cpuUsPerConn = s.primary ? ((c1 - c0) / USER_HZ) * 1e6 / closeRun.requests : NaN;
     const treeUsPerReq = ((t1 - t0) / USER_HZ) * 1e6 / closeRun.requests;
     return { close: closeRun, keep, idle, mixed, cpuUsPerConn, treeUsPerReq };
@@ -232,7 +232,7 @@ async function main(): Promise<void> {
       process.stderr.write(`  round ${r + 1}: ${c.name} done\n`);
     }
     // The paced run: one rate for all, below every contender's capacity.
-    if (!runs('paced')) continue;
+    if (!wanted('paced')) continue;
     const live = contenders.filter((c) => c.start);
     const rate = Number.isFinite(PACED_RPS) ? PACED_RPS
       : Math.round(PACED_SHARE * Math.min(...live.map((c) => runs.get(c.key)!.at(-1)!.close.rps)));
