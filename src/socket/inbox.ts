@@ -22,6 +22,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import { abortError, SocketClosedError, TimeoutError } from '../errors';
+import { Fifo } from './fifo';
 
 export interface WaitOptions {
   signal?: AbortSignal;
@@ -60,7 +61,7 @@ export class Inbox<T extends object> {
   readonly #hooks: InboxHooks<T>;
   readonly #text: InboxText;
   /** Buffered items, handed out from the front. */
-  readonly #items: (T | Error)[] = [];
+  readonly #items = new Fifo<T | Error>();
   readonly #waiters: Waiter<T>[] = [];
   #iterators = 0;
   #ended = false;
@@ -103,7 +104,7 @@ export class Inbox<T extends object> {
   /** Takes every buffered item back (a flooding peer's backlog, say): the
    * caller disposes of them. */
   removeAll(): (T | Error)[] {
-    return this.#items.splice(0);
+    return this.#items.clear();
   }
 
   /** No more items will be pushed. */
@@ -124,7 +125,7 @@ export class Inbox<T extends object> {
   close(dispose: (item: T) => void): void {
     this.#ended = true;
     this.#finished = true;
-    for (const item of this.#items.splice(0)) if (!(item instanceof Error)) dispose(item);
+    for (const item of this.#items.clear()) if (!(item instanceof Error)) dispose(item);
     for (const w of this.#waiters.splice(0)) w.resolve(null);
   }
 
@@ -242,7 +243,7 @@ export class Inbox<T extends object> {
   pump(): void {
     const items = this.#items;
     while (items.length > 0) {
-      const head = items[0]!;
+      const head = items.at(0)!;
       const w = this.#waiters.shift();
       if (w) {
         this.#take();

@@ -43,6 +43,9 @@ export interface ReceiverOwner {
   /** A datagram the allow-list refused, from `peer` (undefined: it came
    * without credentials); its `nfds` fds are closed already. */
   refused(peer: Credentials | undefined, nfds: number): void;
+  /** How many messages the socket was given to send so far: a socket that
+   * sends between its receives is answering, and reads one at a time. */
+  sends(): number;
 }
 
 // One set of scratch buffers per thread: JavaScript runs one receive at a
@@ -75,6 +78,21 @@ const SHARED_FRAMES_MAX = 64 * 1024;
  * not starve the event loop. */
 const MAX_ROUNDS = 16;
 
+/**
+ * Lone reads. Draining until EAGAIN costs one recvmsg() that finds nothing
+ * after the last message; when messages come one at a time (request and
+ * response, a round trip) that empty read is half the syscalls of every
+ * receive. So once a drain finds exactly one message, the next LONE_READS
+ * wake-ups read one message each and stop there, leaving anything behind
+ * it to the poll watcher, which is level-triggered and reports it at once.
+ * Every LONE_READS-th wake-up drains again to see whether messages now come
+ * in bunches (then batches go on as usual). A peer that bursts costs at most
+ * LONE_READS extra wake-ups before the batches resume. Only a socket that
+ * sent something since its last read goes into lone reads: a receiver that
+ * only receives keeps draining, whatever the pace of its peer.
+ */
+const LONE_READS = 8;
+
 export class Receiver {
   readonly #fd: number;
   readonly #stream: boolean;
@@ -90,6 +108,10 @@ export class Receiver {
   /** fds held by messages in the inbox. */
   #bufferedFds = 0;
   #eof = false;
+  /** Lone reads left before the next draining one (see LONE_READS). */
+  #lone = 0;
+  /** owner.sends() at the end of the last read(). */
+  #sendsSeen = 0;
   /** Failed or closed: nothing more is delivered. */
   #stopped = false;
 
@@ -153,6 +175,9 @@ export class Receiver {
    * hands them out (inbox.pump()) afterwards. */
   read(): void {
     const o = this.#o;
+    const sends = this.#owner.sends();
+    const answering = sends !== this.#sendsSeen;
+    this.#sendsSeen = sends;
     for (let round = 0; round < MAX_ROUNDS && this.wantRead(); round++) {
       // Room for what may still be buffered, but always for one full message.
       let room: number;
@@ -167,7 +192,9 @@ export class Receiver {
         if (left < MAX_FDS + 1 && round > 0) break;
         room = Math.max(MAX_FDS + 1, Math.min(RFDS.length, left));
       }
-      const n = native.recvmsgs(SCRATCH, this.#fd, RECV_BATCH, this.#stream ? 0 : o.maxMessageSize, room, this.#dgram);
+      const lone = round === 0 && this.#lone > 0;
+      const n = native.recvmsgs(SCRATCH, this.#fd, lone ? 1 : RECV_BATCH, this.#stream ? 0 : o.maxMessageSize, room, this.#dgram);
+      if (lone) this.#lone--;
       if (n < 0) {
         if (n === EAGAIN) break;
         if (n === ECONNRESET && !this.#dgram) {
@@ -188,6 +215,12 @@ export class Receiver {
       if (lateErr < 0 && lateErr !== ECONNRESET) {
         this.#owner.fail(errnoError(lateErr, 'recvmsg'));
         return;
+      }
+      if (lone && n === 1) break;
+      if (round === 0 && n === 1 && lateErr === 0 && answering) {
+        // Drained after one message: read one at a time for a while.
+        this.#lone = LONE_READS;
+        break;
       }
       if (n < RECV_BATCH && !this.#stream) break;
     }

@@ -25,6 +25,7 @@ import { errnoError, invalidArg, invalidFd, tooManyFds, unsupported, SocketClose
 import { EAGAIN, EBADF, ETOOMANYREFS, ENOBUFS, EPIPE, ECONNRESET, ENOTCONN } from '../errno';
 import { encodeAddress, displayAddress } from './address';
 import { copyBytes } from './bytes';
+import { Fifo } from './fifo';
 import { fdNumber, type FdLike } from './fd';
 import { writeHeader, HEADER_SIZE, FLAG_CREDENTIALS, MAX_FDS, type Credentials } from './frame';
 import type { SocketLimits } from './options';
@@ -88,7 +89,7 @@ export class SendQueue {
   readonly #fd: number;
   readonly #o: SocketLimits;
   readonly #owner: SendQueueOwner;
-  #queue: Pending[] = [];
+  readonly #queue = new Fifo<Pending>();
   #flushScheduled = false;
   /** The kernel pushed back: wait for POLLOUT or the retry timer. */
   #blocked = false;
@@ -99,6 +100,7 @@ export class SendQueue {
   /** The connection broke: every later send rejects with this. */
   #error: Error | null = null;
   #drainWaiters: (() => void)[] = [];
+  #sends = 0;
 
   constructor(fd: number, limits: SocketLimits, owner: SendQueueOwner) {
     this.#fd = fd;
@@ -109,6 +111,11 @@ export class SendQueue {
   /** Messages waiting for the kernel to take them. */
   get length(): number {
     return this.#queue.length;
+  }
+
+  /** Messages given to send() so far, sent or not. */
+  get sends(): number {
+    return this.#sends;
   }
 
   /** Blocked on a full socket buffer: wants POLLOUT. */
@@ -141,6 +148,7 @@ export class SendQueue {
     }
     if (this.#closed) return Promise.reject(new SocketClosedError());
     if (this.#error) return Promise.reject(this.#error);
+    this.#sends++;
 
     // The bytes on the wire: the payload, behind a frame header when framed.
     // A framed message that may go out at once is built in the scratch
@@ -199,9 +207,7 @@ export class SendQueue {
    * every later one. */
   fail(err: Error): void {
     this.#error = err;
-    const q = this.#queue;
-    this.#queue = [];
-    for (const p of q) settle(p, err);
+    for (const p of this.#queue.clear()) settle(p, err);
     this.#maybeDrained();
   }
 
@@ -213,7 +219,7 @@ export class SendQueue {
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
     const err = new SocketClosedError('socket closed before the message was sent');
-    for (const p of this.#queue.splice(0)) settle(p, err);
+    for (const p of this.#queue.clear()) settle(p, err);
     for (const f of this.#drainWaiters.splice(0)) f();
   }
 
@@ -244,7 +250,7 @@ export class SendQueue {
   #flush(): void {
     while (this.#queue.length > 0 && !this.#closed) {
       const q = this.#queue;
-      const first = q[0]!;
+      const first = q.at(0)!;
       let count = 0;
       let data: Buffer;
       let foff = 0;
@@ -256,7 +262,7 @@ export class SendQueue {
       } else {
         let doff = 0;
         while (count < q.length && count < SEND_BATCH) {
-          const p = q[count]!;
+          const p = q.at(count)!;
           const len = p.bytes.length - p.off;
           if (len > SEND_INLINE || doff + len > SBUF.length || !sameAddr(p.to, first.to)) break;
           const nfds = p.fds ? p.fds.length : 0;
@@ -276,7 +282,7 @@ export class SendQueue {
         this.#retryDelay = RETRY_MIN_MS;
         continue;
       }
-      const head = q[0]!;
+      const head = q.at(0)!;
       if (SRESULT[PARTIAL]! > 0) {
         // The head went in part; its fds went with its first byte.
         head.off += SRESULT[PARTIAL]!;

@@ -103,6 +103,7 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
     this.#receiver = new Receiver(fd, limits, this.#inbox, {
       fail: (err) => this.#destroy(err),
       refused: (peer, nfds) => this.#onRefused(peer, nfds),
+      sends: () => this.#sender.sends,
     }, allow);
     this.#sender = new SendQueue(fd, limits, {
       update: () => this.#updatePoll(),
