@@ -20,8 +20,7 @@
  * Where the socket goes, and whether its default directory can be trusted:
  * control-path.ts. The client: control-client.ts.
  */
-import { native } from '../native';
-import { UnixServer } from '../socket/server';
+import { UnixServer, lendFdsForAccept } from '../socket/server';
 import { UnixSocket } from '../socket/socket';
 import type { Status } from './status';
 import { Throttled, type Log } from './log';
@@ -56,8 +55,6 @@ export interface ControlOptions {
 /** The options of the control socket's connections: small requests, no fds,
  * little read ahead. */
 const SESSION_SOCKET = { maxMessageSize: 4096, maxFdsPerMessage: 0, highWaterMark: 4 };
-/** One fd, for the accept at RLIMIT_NOFILE. */
-const ONE = new Int32Array(1);
 
 export class ControlServer {
   readonly #server: UnixServer;
@@ -76,9 +73,12 @@ export class ControlServer {
     this.#refused = new Throttled('control-refused', target.log);
     server.unref();
     server.on('connection', (sock: UnixSocket) => this.#admit(sock));
-    server.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EMFILE' || err.code === 'ENFILE') this.#acceptWithSpares();
-    });
+    // Out of fds, a waiting control connection is accepted with the spare
+    // fds given up (taken back at once, but for the one the connection
+    // took: that comes back when it closes, fdsClosed()).
+    lendFdsForAccept(server, (accept) => target.withSpareFds(accept));
+    // Failed accepts back off and resume by themselves (acceptor.ts).
+    server.on('error', () => {});
   }
 
   /** Creates the directory (the default one must be trusted: control-path.ts)
@@ -139,26 +139,6 @@ export class ControlServer {
     return this.#status ??= this.#target.freshStatus().finally(() => {
       this.#status = null;
     });
-  }
-
-  /**
-   * accept() failed for want of fds: a control connection waits. Accept
-   * one with the spare fds given up (they are taken back at once, but for
-   * the one the connection took: that comes back when it closes).
-   */
-  #acceptWithSpares(): void {
-    if (this.#server.closed) return;
-    const n = this.#target.withSpareFds(() => native.accept(this.#server.fd, ONE));
-    if (n !== 1) return;
-    let sock: UnixSocket;
-    try {
-      sock = UnixSocket.fromFd(ONE[0]!, SESSION_SOCKET);
-    } catch {
-      native.close(ONE[0]!);
-      this.#target.fdsClosed();
-      return;
-    }
-    this.#admit(sock);
   }
 }
 

@@ -41,12 +41,21 @@ export interface AcceptorHandlers {
    * (handled as accept's: EAGAIN, or a failure and its back-off), or
    * undefined to have this batch accepted the usual way. */
   acceptFast?(): number | undefined;
+  /** Out of fds (accept failed with EMFILE or ENFILE): where given, one
+   * more accept, of one connection, runs inside it, with whatever fds the
+   * owner frees for it meanwhile (fdpass serve's control socket borrows the
+   * primary's spare fds, so that `fdpass status` is answered at
+   * RLIMIT_NOFILE). Returns what `accept` returns, or undefined when no
+   * fds were lent (the failure stands). */
+  lendFds?(accept: () => number): number | undefined;
 }
 
 const BACKOFF_MIN_MS = 10;
 const BACKOFF_MAX_MS = 1000;
 /** One batch at a time in this thread: handlers take the fds before return. */
 const ACCEPTED = new Int32Array(MAX_FDS);
+/** Room for the one connection accepted with lent fds. */
+const ONE = ACCEPTED.subarray(0, 1);
 const PEERS = Buffer.alloc(MAX_FDS * K.PEER_SLOT);
 
 /** FNV-1a of the peer IP address at record `i` of an onAccept() `peers`
@@ -123,7 +132,10 @@ export class Acceptor {
   acceptOnce(): number {
     if (this.#closed) return EAGAIN;
     const fast = this.#h.acceptFast?.();
-    const n = fast ?? native.accept(this.#fd, ACCEPTED, this.#peers);
+    let n = fast ?? native.accept(this.#fd, ACCEPTED, this.#peers);
+    if ((n === EMFILE || n === ENFILE) && fast === undefined && this.#h.lendFds) {
+      n = this.#h.lendFds(() => native.accept(this.#fd, ONE, this.#peers)) ?? n;
+    }
     if (n < 0) {
       if (n !== EAGAIN) this.#failed(n);
       return n;

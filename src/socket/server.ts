@@ -32,6 +32,21 @@ import { Inbox, type WaitOptions } from './inbox';
 import { resolveOptions, typeName, typeNumber, type SocketOptions, type SocketType } from './options';
 import { UnixSocket } from './socket';
 
+/** Out of fds, who frees some for one more accept, per server (see
+ * lendFdsForAccept()). */
+const lenders = new WeakMap<UnixServer, (accept: () => number) => number>();
+
+/**
+ * For fdpass serve's control socket (not part of the public API): when
+ * accept() on `server` fails for want of fds, `lend` runs one more accept,
+ * of one connection, having freed a few fds for it (the primary's spares).
+ * The connection comes as any other ('connection'); a failure is the
+ * server's usual 'error' and back-off.
+ */
+export function lendFdsForAccept(server: UnixServer, lend: (accept: () => number) => number): void {
+  lenders.set(server, lend);
+}
+
 export type { AllowList };
 
 export interface ServerOptions extends SocketOptions {
@@ -101,6 +116,7 @@ export class UnixServer extends EventEmitter<UnixServerEvents> {
         this.#inbox.pump();
       },
       onError: (errno) => this.emit('error', errnoError(errno, 'accept', displayAddress(this.address))),
+      lendFds: (accept) => lenders.get(this)?.(accept),
     });
   }
 
