@@ -29,6 +29,7 @@ import { native, K } from '../native';
 import { errnoError, ControlTruncatedError, MessageTruncatedError, ProtocolError, UnexpectedFdsError, FdFloodError } from '../errors';
 import { EAGAIN, ECONNRESET } from '../errno';
 import { decodeAddress } from './address';
+import { copyBytes } from './bytes';
 import { closeFds } from './fd';
 import { FrameDecoder, FLAG_CREDENTIALS, MAX_FDS, type Credentials } from './frame';
 import { Message } from './message';
@@ -241,7 +242,11 @@ export class Receiver {
     // frames inside it are views; a large one (a big frame coming in pieces)
     // is left in the scratch buffer, each frame copied out once by the decoder.
     const shared = this.#decoder === null || used <= SHARED_FRAMES_MAX;
-    const bytes = shared ? Buffer.from(RBUF.subarray(0, used)) : RBUF;
+    let bytes = RBUF;
+    if (shared) {
+      bytes = Buffer.allocUnsafe(used);
+      copyBytes(bytes, 0, RBUF, 0, used);
+    }
     const fdsAll = nfdsAll > 0 ? RFDS.slice(0, nfdsAll) : null;
     let foff = 0;
     for (let i = 0; i < n; i++) {
