@@ -1,6 +1,7 @@
 /**
  * Fifo: a first-in first-out queue that takes from the front in constant
- * time, for the inbox's items and the send queue's pending messages.
+ * time, for the inbox's items and waiting calls and the send queue's
+ * pending messages.
  *
  * Array.prototype.shift() is a runtime call past about a hundred elements
  * (V8 trims the array's front), tens of nanoseconds per item on Node 26:
@@ -56,6 +57,22 @@ export class Fifo<T> {
       this.#head = h + 1;
     }
     return item;
+  }
+
+  /** Takes `item` out from wherever it is (a waiter that gave up): whether
+   * it was there. Linear: for short queues. */
+  remove(item: T): boolean {
+    const items = this.#items;
+    for (let i = this.#head; i < this.#tail; i++) {
+      if (items[i] !== item) continue;
+      if (i === this.#head) this.shift();
+      else {
+        items.splice(i, 1);
+        this.#tail--;
+      }
+      return true;
+    }
+    return false;
   }
 
   /** Takes every item, in order. */

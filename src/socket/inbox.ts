@@ -62,7 +62,8 @@ export class Inbox<T extends object> {
   readonly #text: InboxText;
   /** Buffered items, handed out from the front. */
   readonly #items = new Fifo<T | Error>();
-  readonly #waiters: Waiter<T>[] = [];
+  /** Waiting next() calls and iterators, served in order. */
+  readonly #waiters = new Fifo<Waiter<T>>();
   #iterators = 0;
   #ended = false;
   #finished = false;
@@ -116,7 +117,7 @@ export class Inbox<T extends object> {
   finishIfDone(): void {
     if (!this.#ended || this.#finished || this.#items.length > 0) return;
     this.#finished = true;
-    for (const w of this.#waiters.splice(0)) w.resolve(null);
+    for (const w of this.#waiters.clear()) w.resolve(null);
     this.#hooks.finished();
   }
 
@@ -126,7 +127,7 @@ export class Inbox<T extends object> {
     this.#ended = true;
     this.#finished = true;
     for (const item of this.#items.clear()) if (!(item instanceof Error)) dispose(item);
-    for (const w of this.#waiters.splice(0)) w.resolve(null);
+    for (const w of this.#waiters.clear()) w.resolve(null);
   }
 
   /**
@@ -163,8 +164,7 @@ export class Inbox<T extends object> {
         },
       };
       const drop = (err: Error) => {
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
+        this.#waiters.remove(waiter);
         cleanup();
         this.#hooks.changed();
         reject(err);
