@@ -5,7 +5,8 @@
  *
  * Messages of one receive batch share one copy of the batch's bytes and fd
  * numbers; each is a view, so a batch costs two allocations, not two per
- * message. `data` is still the caller's to keep: fdpass never writes to it.
+ * message (one when its only fd is kept as a number: a round trip's
+ * message). `data` is still the caller's to keep: fdpass never writes to it.
  */
 import { Fd, closeFd, closeFds } from './fd';
 import type { Credentials } from './frame';
