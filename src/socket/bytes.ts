@@ -1,6 +1,6 @@
 /**
- * Copying bytes between buffers, the one helper the framing (frame.ts) and
- * the send path (send-queue.ts) share.
+ * Copying bytes between buffers, the one helper the framing (frame.ts), the
+ * send path (send-queue.ts) and the receive path (receiver.ts) share.
  */
 
 /**

@@ -62,7 +62,8 @@ export class Inbox<T extends object> {
   readonly #text: InboxText;
   /** Buffered items, handed out from the front. */
   readonly #items = new Fifo<T | Error>();
-  readonly #waiters: Waiter<T>[] = [];
+  /** Waiting next() calls and iterators, served in order. */
+  readonly #waiters = new Fifo<Waiter<T>>();
   #iterators = 0;
   #ended = false;
   #finished = false;
@@ -116,7 +117,7 @@ export class Inbox<T extends object> {
   finishIfDone(): void {
     if (!this.#ended || this.#finished || this.#items.length > 0) return;
     this.#finished = true;
-    for (const w of this.#waiters.splice(0)) w.resolve(null);
+    for (const w of this.#waiters.clear()) w.resolve(null);
     this.#hooks.finished();
   }
 
@@ -126,7 +127,7 @@ export class Inbox<T extends object> {
     this.#ended = true;
     this.#finished = true;
     for (const item of this.#items.clear()) if (!(item instanceof Error)) dispose(item);
-    for (const w of this.#waiters.splice(0)) w.resolve(null);
+    for (const w of this.#waiters.clear()) w.resolve(null);
   }
 
   /**
@@ -163,8 +164,7 @@ export class Inbox<T extends object> {
         },
       };
       const drop = (err: Error) => {
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
+        this.#waiters.remove(waiter);
         cleanup();
         this.#hooks.changed();
         reject(err);
@@ -194,6 +194,39 @@ export class Inbox<T extends object> {
         this.#hooks.changed();
       }
     };
+    // A for await loop waits on one next() at a time: that wait reuses one
+    // waiter and one promise executor, made here, so that a round trip
+    // allocates only its promise and result. A next() called while another
+    // still waits gets a waiter of its own.
+    let waiting = false;
+    let settle: ((r: IteratorResult<T>) => void) | null = null;
+    let fail: ((e: Error) => void) | null = null;
+    const capture = (res: (r: IteratorResult<T>) => void, rej: (e: Error) => void) => {
+      settle = res;
+      fail = rej;
+    };
+    const handOut = (item: T | null, res: (r: IteratorResult<T>) => void) => {
+      if (item) res({ value: item, done: false });
+      else {
+        finish();
+        res(DONE);
+      }
+    };
+    const waiter: Waiter<T> = {
+      resolve: (item) => {
+        const res = settle!;
+        waiting = false;
+        settle = fail = null;
+        handOut(item, res);
+      },
+      reject: (e) => {
+        const rej = fail!;
+        waiting = false;
+        settle = fail = null;
+        finish();
+        rej(e);
+      },
+    };
     const next = (): Promise<IteratorResult<T>> => {
       if (done) return Promise.resolve(DONE);
       if (this.#items.length > 0) {
@@ -209,22 +242,24 @@ export class Inbox<T extends object> {
         finish();
         return Promise.resolve(DONE);
       }
-      return new Promise((resolve, reject) => {
-        this.#waiters.push({
-          resolve: (item) => {
-            if (item) resolve({ value: item, done: false });
-            else {
+      let p: Promise<IteratorResult<T>>;
+      if (!waiting) {
+        waiting = true;
+        p = new Promise(capture);
+        this.#waiters.push(waiter);
+      } else {
+        p = new Promise((resolve, reject) => {
+          this.#waiters.push({
+            resolve: (item) => handOut(item, resolve),
+            reject: (e) => {
               finish();
-              resolve(DONE);
-            }
-          },
-          reject: (e) => {
-            finish();
-            reject(e);
-          },
+              reject(e);
+            },
+          });
         });
-        this.#hooks.changed();
-      });
+      }
+      this.#hooks.changed();
+      return p;
     };
     return {
       next,

@@ -5,14 +5,14 @@
  *
  * Messages of one receive batch share one copy of the batch's bytes and fd
  * numbers; each is a view, so a batch costs two allocations, not two per
- * message. `data` is still the caller's to keep: fdpass never writes to it.
+ * message (one when its only fd is kept as a number: a round trip's
+ * message). `data` is still the caller's to keep: fdpass never writes to it.
  */
-import { Fd, closeFds } from './fd';
+import { Fd, closeFd, closeFds } from './fd';
 import type { Credentials } from './frame';
 
 export type { Credentials };
 
-const NO_FDS = new Int32Array(0);
 const EMPTY = Buffer.alloc(0);
 
 export class Message {
@@ -25,21 +25,24 @@ export class Message {
   #off: number;
   #len: number;
   #data: Buffer | undefined;
-  /** fd numbers still owned here: #raw[#fdOff, #fdOff + #nfds) until `fds` is read. */
-  #raw: Int32Array;
+  /** fd numbers still owned here: #raw[#fdOff, #fdOff + #nfds) until `fds`
+   * is read; with #raw null, the lone fd #fdOff (when #nfds is 1). */
+  #raw: Int32Array | null;
   #fdOff: number;
   #nfds: number;
   #fds: Fd[] | undefined;
 
-  /** @internal The fds in raw[fdOff, fdOff + nfds) become owned by the message. */
+  /** @internal The fds in raw[fdOff, fdOff + nfds) become owned by the
+   * message; with raw null and nfds 1, fdOff is the lone fd itself (a
+   * round trip's message then costs no array). */
   constructor(buf: Buffer, off: number, len: number, raw: Int32Array | null, fdOff: number, nfds: number,
     credentials?: Credentials, address?: string) {
     this.#buf = buf;
     this.#off = off;
     this.#len = len;
-    this.#raw = raw ?? NO_FDS;
+    this.#raw = raw;
     this.#fdOff = fdOff;
-    this.#nfds = raw ? nfds : 0;
+    this.#nfds = raw || nfds === 1 ? nfds : 0;
     this.credentials = credentials;
     this.address = address;
   }
@@ -61,7 +64,9 @@ export class Message {
   get fds(): readonly Fd[] {
     if (this.#fds === undefined) {
       const out = new Array<Fd>(this.#nfds);
-      for (let i = 0; i < this.#nfds; i++) out[i] = new Fd(this.#raw[this.#fdOff + i]!);
+      const raw = this.#raw;
+      if (raw) for (let i = 0; i < this.#nfds; i++) out[i] = new Fd(raw[this.#fdOff + i]!);
+      else if (this.#nfds === 1) out[0] = new Fd(this.#fdOff);
       this.#fds = out;
       this.#nfds = 0;
     }
@@ -83,7 +88,8 @@ export class Message {
     if (this.#fds !== undefined) {
       for (const fd of this.#fds) fd.close();
     } else if (this.#nfds > 0) {
-      closeFds(this.#raw, this.#fdOff, this.#nfds);
+      if (this.#raw) closeFds(this.#raw, this.#fdOff, this.#nfds);
+      else closeFd(this.#fdOff);
       this.#nfds = 0;
     }
   }

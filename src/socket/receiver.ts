@@ -29,7 +29,8 @@ import { native, K } from '../native';
 import { errnoError, ControlTruncatedError, MessageTruncatedError, ProtocolError, UnexpectedFdsError, FdFloodError } from '../errors';
 import { EAGAIN, ECONNRESET } from '../errno';
 import { decodeAddress } from './address';
-import { closeFds } from './fd';
+import { copyBytes } from './bytes';
+import { closeFd, closeFds } from './fd';
 import { FrameDecoder, FLAG_CREDENTIALS, MAX_FDS, type Credentials } from './frame';
 import { Message } from './message';
 import { MAX_PACKET, type SocketLimits } from './options';
@@ -241,8 +242,15 @@ export class Receiver {
     // frames inside it are views; a large one (a big frame coming in pieces)
     // is left in the scratch buffer, each frame copied out once by the decoder.
     const shared = this.#decoder === null || used <= SHARED_FRAMES_MAX;
-    const bytes = shared ? Buffer.from(RBUF.subarray(0, used)) : RBUF;
-    const fdsAll = nfdsAll > 0 ? RFDS.slice(0, nfdsAll) : null;
+    let bytes = RBUF;
+    if (shared) {
+      bytes = Buffer.allocUnsafe(used);
+      copyBytes(bytes, 0, RBUF, 0, used);
+    }
+    // A packet batch with a lone fd (a round trip's message) keeps its
+    // number, not an array: the Message holds it as it is.
+    const lone = nfdsAll === 1 && !this.#decoder ? RFDS[0]! : -1;
+    const fdsAll = nfdsAll > 0 && lone < 0 ? RFDS.slice(0, nfdsAll) : null;
     let foff = 0;
     for (let i = 0; i < n; i++) {
       const m = i * META;
@@ -256,13 +264,13 @@ export class Receiver {
       if (this.#stopped) {
         // The connection broke earlier in this batch: what came after it is
         // never delivered, and its fds are closed now, not at close().
-        if (nfds > 0) closeFds(fdsAll!, fdStart, nfds);
+        if (nfds > 0) closeReceived(fdsAll, lone, fdStart, nfds);
         continue;
       }
       const creds = RMETA[m + HAS_CREDS] ? { pid: RMETA[m + PID]!, uid: RMETA[m + UID]! >>> 0, gid: RMETA[m + GID]! >>> 0 } : undefined;
       if (this.#allow && !(creds && this.#allow(creds))) {
         // Not a sender we take anything from: its fds never reach anyone.
-        if (nfds > 0) closeFds(fdsAll!, fdStart, nfds);
+        if (nfds > 0) closeReceived(fdsAll, lone, fdStart, nfds);
         this.#owner.refused(creds, nfds);
         continue;
       }
@@ -271,7 +279,7 @@ export class Receiver {
       // arrived): closed before anything else looks at them.
       let unexpected: UnexpectedFdsError | null = null;
       if (nfds > maxPerMsg || (ctrunc && maxPerMsg < MAX_FDS && nfds >= maxPerMsg)) {
-        if (nfds > 0) closeFds(fdsAll!, fdStart, nfds);
+        if (nfds > 0) closeReceived(fdsAll, lone, fdStart, nfds);
         unexpected = new UnexpectedFdsError(nfds, maxPerMsg, 'this socket (maxFdsPerMessage)');
         if (!this.#decoder) {
           if (dgram) inbox.push(unexpected);
@@ -288,19 +296,19 @@ export class Receiver {
         continue;
       }
       if (ctrunc || len > stored || flags & K.MSG_TRUNC) {
-        if (nfds > 0) closeFds(fdsAll!, fdStart, nfds);
+        if (nfds > 0) closeReceived(fdsAll, lone, fdStart, nfds);
         inbox.push(ctrunc ? new ControlTruncatedError(nfds, undefined, bytes.subarray(off, off + stored))
           : new MessageTruncatedError(len, this.#o.maxMessageSize));
         continue;
       }
       if (nfds > 0 && this.#overCap(nfds)) {
-        closeFds(fdsAll!, fdStart, nfds);
+        closeReceived(fdsAll, lone, fdStart, nfds);
         if (dgram) inbox.push(new FdFloodError(this.#o.maxUnreadFds!, nfds));
         else this.#flood(nfdsAll - fdStart);
         continue;
       }
       const address = dgram ? decodeAddress(RADDR.subarray(i * K.RECV_ADDR, i * K.RECV_ADDR + RMETA[m + ADDRLEN]!)) : undefined;
-      inbox.push(new Message(bytes, off, stored, fdsAll, fdStart, nfds, this.showCredentials ? creds : undefined, address));
+      inbox.push(new Message(bytes, off, stored, fdsAll, fdsAll ? fdStart : lone, nfds, this.showCredentials ? creds : undefined, address));
       this.#bufferedFds += nfds;
     }
   }
@@ -396,4 +404,11 @@ export class Receiver {
     if (held && held.length > 0) closeFds(Int32Array.from(held), 0, held.length);
     return held ? held.length : 0;
   }
+}
+
+/** Closes `count` received fds from `start` of a batch's fds: `fds`, or
+ * the batch's lone fd when it had one and no array. */
+function closeReceived(fds: Int32Array | null, lone: number, start: number, count: number): void {
+  if (fds) closeFds(fds, start, count);
+  else closeFd(lone);
 }

@@ -72,6 +72,7 @@ const RETRY_MIN_MS = 1;
 const RETRY_MAX_MS = 100;
 const RESOLVED = Promise.resolve();
 const NO_FDS = new Int32Array(0);
+const NO_FD_LIST: readonly FdLike[] = [];
 
 interface Pending {
   bytes: Buffer;
@@ -129,7 +130,7 @@ export class SendQueue {
     const msg: OutgoingMessage = typeof message === 'string' || message instanceof Uint8Array ? { data: message } : message;
     if (msg === null || typeof msg !== 'object') throw invalidArg('send() takes a message object, a string or a Uint8Array');
     const data = toBytes(msg.data);
-    const fdList = msg.fds ?? [];
+    const fdList = msg.fds ?? NO_FD_LIST;
     if (!Array.isArray(fdList)) throw invalidArg('fds must be an array');
     if (fdList.length > MAX_FDS) throw tooManyFds(fdList.length, MAX_FDS);
     const nfds = fdList.length;

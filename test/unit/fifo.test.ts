@@ -31,3 +31,23 @@ test('Fifo: first in, first out across interleaved pushes and takes and past the
   assert.equal(q.shift()!.n, 7);
   assert.equal(q.length, 0);
 });
+
+test('remove() takes an item out from the front, the middle or the back, keeps the order of the rest, and says whether it was there', () => {
+  const q = new Fifo<{ n: number }>();
+  const items = [1, 2, 3, 4, 5].map((n) => ({ n }));
+  for (const it of items) q.push(it);
+  assert.equal(q.shift(), items[0]);
+  assert.equal(q.remove(items[2]!), true);
+  assert.equal(q.remove(items[2]!), false);
+  assert.equal(q.remove(items[1]!), true); // the front
+  assert.equal(q.remove(items[4]!), true); // the back
+  assert.equal(q.length, 1);
+  q.push(items[0]!);
+  assert.deepEqual([q.shift(), q.shift(), q.shift()], [items[3], items[0], undefined]);
+  assert.equal(q.remove(items[0]!), false);
+  // Emptied, the queue takes new items from the front again.
+  q.push(items[1]!);
+  assert.equal(q.at(0), items[1]);
+  assert.equal(q.at(1), undefined);
+  assert.equal(q.length, 1);
+});

@@ -145,3 +145,34 @@ test('removing the last listener tells the owner (a microtask later)', async () 
   await tick();
   assert.deepEqual(log, ['changed']);
 });
+
+test('an iterator waits again and again (its waiter is reused), serves overlapping next() calls in order, and ends on an error it waited for', async () => {
+  const { inbox } = setup();
+  const it = inbox.iterate();
+  // One wait at a time, as for await does: each gets its own item.
+  for (let n = 1; n <= 3; n++) {
+    const p = it.next();
+    await tick();
+    inbox.push({ n });
+    inbox.pump();
+    assert.deepEqual(await p, { value: { n }, done: false });
+  }
+  // Overlapping calls: the first reuses the waiter, the others get their own.
+  const a = it.next();
+  const b = it.next();
+  const c = it.next();
+  inbox.push({ n: 4 });
+  inbox.push({ n: 5 });
+  inbox.pump();
+  assert.deepEqual(await a, { value: { n: 4 }, done: false });
+  assert.deepEqual(await b, { value: { n: 5 }, done: false });
+  // The reused waiter is free again while c still waits.
+  const d = it.next();
+  inbox.push({ n: 6 });
+  inbox.push(new Error('late'));
+  inbox.pump();
+  assert.deepEqual(await c, { value: { n: 6 }, done: false });
+  await assert.rejects(d, /late/);
+  assert.deepEqual(await it.next(), { value: undefined, done: true });
+  assert.equal(inbox.consumers, 0);
+});
