@@ -6,13 +6,17 @@
  * 2^32), from which the primary's least-connections strategy counts what is
  * open (handed - closed) without waiting for a report.
  *
- * Closes go out with the next ACK, or at the end of the loop turn in a LOAD
- * when no ACK carried them (a busy worker gets hand-offs every turn, and
- * then sends no LOAD at all). Only when the primary asked for load reports.
+ * Closes go out with the next ACK, or after LOAD_DELAY_MS in a LOAD when no
+ * ACK carried them (a busy worker gets hand-offs every turn, and then sends
+ * no LOAD at all). Only when the primary asked for load reports.
  */
 import type { UnixSocket } from '../socket/socket';
 import { encodeAck, encodeLoad } from './protocol';
 
+/** How long (ms) a close may wait for an ACK to carry it before a LOAD
+ * goes. Measured (bench/serve.ts paced run, A/B): no difference to the
+ * least-connections tail against a LOAD at the end of the loop turn. */
+const LOAD_DELAY_MS = 1;
 /** Most ids in one ACK message. */
 const ACK_IDS = 16384;
 
@@ -67,10 +71,13 @@ export class WorkerReport {
     this.#closed = (this.#closed + 1) >>> 0;
     if (this.#loadScheduled || !this.#reportLoad) return;
     this.#loadScheduled = true;
-    setImmediate(() => {
+    // The close goes with the next ACK (a worker that is handed connections
+    // acknowledges every turn), or within LOAD_DELAY_MS in a LOAD of its
+    // own: not one message, and one primary wake-up, per closed connection.
+    setTimeout(() => {
       this.#loadScheduled = false;
       if (this.#closed !== this.#reportedClosed) this.sendLoad();
-    });
+    }, LOAD_DELAY_MS).unref();
   }
 
   /** A LOAD now (the primary asked, or the worker is draining). */
