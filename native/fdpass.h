@@ -131,6 +131,19 @@ int fdpass_make_unix_addr(const void *bytes, size_t len, struct sockaddr_un *sa,
 size_t fdpass_read_unix_addr(const struct sockaddr_un *sa, socklen_t salen,
                              void *out, size_t cap);
 
+/* ---- msgio.c: one sendmsg() with fds, shared with handoff.c -------------- */
+
+/* One sendmsg() of data[0..len) with fds[0..nfds) as SCM_RIGHTS (and creds
+ * as SCM_CREDENTIALS when not NULL), to `to` when tolen is not 0; never
+ * blocks, retries EINTR, raises no SIGPIPE (msgio.c). Returns the bytes
+ * sent, or -errno (-EINVAL for more than FDPASS_MAX_FDS fds). The fds stay
+ * the caller's. */
+struct ucred;
+ssize_t fdpass_sendmsg_fds(int fd, const void *data, size_t len,
+                           const int32_t *fds, size_t nfds,
+                           const struct ucred *creds,
+                           const struct sockaddr_un *to, socklen_t tolen);
+
 /* ---- exports, registered by addon.c ----------------------------------------- */
 
 #define FDPASS_EXPORT(name) napi_value name(napi_env env, napi_callback_info info)

@@ -31,7 +31,7 @@
  * reached the worker's queue with its fd or did not leave at all.
  */
 #include "fdpass.h"
-#include "cmsg.h"
+#include "cmsg.h" /* FDPASS_MAX_FDS */
 
 #include <errno.h>
 #include <string.h>
@@ -63,31 +63,6 @@ static size_t fdpass_encode_conns(uint8_t *out, const int32_t *plan,
   out[2] = (uint8_t)n;
   out[3] = (uint8_t)(n >> 8);
   return n;
-}
-
-/* One message on a SEQPACKET channel: 0 when it went, else -errno. */
-static int fdpass_send_conns(int chan, uint8_t *bytes, size_t len,
-                             const int32_t *fds, size_t nfds) {
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS)];
-  } ctl;
-  ssize_t clen = fdpass_encode_cmsg(ctl.buf, sizeof(ctl.buf), fds, nfds, NULL);
-  if (clen < 0) return (int)clen;
-  struct iovec iov = {.iov_base = bytes, .iov_len = len};
-  struct msghdr msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctl.buf;
-  msg.msg_controllen = (size_t)clen;
-  ssize_t r;
-  do {
-    r = sendmsg(chan, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) return -errno;
-  /* SEQPACKET: whole or not at all; a short count would be a stream. */
-  return (size_t)r == len ? 0 : -EPROTOTYPE;
 }
 
 napi_value fdpass_hand_off(napi_env env, napi_callback_info info) {
@@ -126,8 +101,11 @@ napi_value fdpass_hand_off(napi_env env, napi_callback_info info) {
       sent[w] = 0;
       continue;
     }
-    int r = fdpass_send_conns(chan[w], bytes, 4 + 8 * m, picked, m);
-    sent[w] = r < 0 ? r : (int32_t)m;
+    size_t len = 4 + 8 * m;
+    ssize_t r = fdpass_sendmsg_fds(chan[w], bytes, len, picked, m, NULL, NULL, 0);
+    /* SEQPACKET: whole or not at all; a short count would be a stream. */
+    if (r >= 0 && (size_t)r != len) r = -EPROTOTYPE;
+    sent[w] = r < 0 ? (int32_t)r : (int32_t)m;
   }
   return fdpass_create_int(env, (int64_t)n);
 }

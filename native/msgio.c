@@ -21,6 +21,36 @@
 
 /* ---- sendmsg ------------------------------------------------------------ */
 
+ssize_t fdpass_sendmsg_fds(int fd, const void *data, size_t len,
+                           const int32_t *fds, size_t nfds,
+                           const struct ucred *creds,
+                           const struct sockaddr_un *to, socklen_t tolen) {
+  union {
+    struct cmsghdr align;
+    char buf[FDPASS_CMSG_SPACE];
+  } ctl;
+  ssize_t clen = fdpass_encode_cmsg(ctl.buf, sizeof(ctl.buf), fds, nfds, creds);
+  if (clen < 0) return clen;
+  struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (tolen) {
+    msg.msg_name = (void *)to;
+    msg.msg_namelen = tolen;
+  }
+  if (clen) {
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = (size_t)clen;
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
+}
+
 /*
  * sendmsgs(scratch, fd, count, addr|null, data|null) -> 0 or -errno
  *
@@ -58,11 +88,6 @@ napi_value fdpass_send_msgs(napi_env env, napi_callback_info info) {
     if (r < 0) return fdpass_create_int(env, r);
   }
 
-  union {
-    struct cmsghdr align;
-    char buf[FDPASS_CMSG_SPACE];
-  } ctl;
-
   size_t doff = 0, foff = 0;
   result[0] = 0;
   result[1] = 0;
@@ -73,31 +98,13 @@ napi_value fdpass_send_msgs(napi_env env, napi_callback_info info) {
         doff + len > dlen || foff + nfds > flen)
       FDPASS_THROW_TYPE("meta");
 
-    struct iovec iov = {.iov_base = data + doff, .iov_len = len};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (salen) {
-      msg.msg_name = &sa;
-      msg.msg_namelen = salen;
-    }
     struct ucred uc = {.pid = m[SEND_PID],
                        .uid = (uid_t)m[SEND_UID],
                        .gid = (gid_t)m[SEND_GID]};
-    ssize_t clen = fdpass_encode_cmsg(ctl.buf, sizeof(ctl.buf), fds + foff,
-                                      nfds, m[SEND_HAS_CREDS] ? &uc : NULL);
-    if (clen < 0) FDPASS_THROW_TYPE("meta"); /* sizes were checked above */
-    if (clen) {
-      msg.msg_control = ctl.buf;
-      msg.msg_controllen = (size_t)clen;
-    }
-
-    ssize_t n;
-    do {
-      n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return fdpass_create_int(env, -errno);
+    /* The sizes were checked above: a negative n is sendmsg()'s errno. */
+    ssize_t n = fdpass_sendmsg_fds(fd, data + doff, len, fds + foff, nfds,
+                                   m[SEND_HAS_CREDS] ? &uc : NULL, &sa, salen);
+    if (n < 0) return fdpass_create_int(env, (int64_t)n);
     if ((size_t)n < len) {
       result[1] = (int32_t)n;
       return fdpass_create_int(env, -EAGAIN);
