@@ -36,7 +36,6 @@ static napi_value fdpass_create_constants(napi_env env) {
       {"RECV_META", RECV_META},
       {"RECV_ADDR", RECV_ADDR},
       {"SEND_META", SEND_META},
-      {"PEER_SLOT", PEER_SLOT},
       {"STOP_EOF", STOP_EOF},
       {"RECV_OFF", RECV_OFF},
       {"RECV_LEN", RECV_LEN},

@@ -68,10 +68,6 @@
 #define RECV_META 10
 #define RECV_ADDR 108 /* bytes per sender address: sizeof(sun_path) */
 
-/* One accepted peer's IP address (accept with peers): u8 length (4, 16, or
- * 0 for other families), then the address bytes. */
-#define PEER_SLOT 17
-
 /* handoff()'s io array (handoff.c), by int offset: a header, then the
  * sections chan[HANDOFF_MAX_WORKERS], sent[HANDOFF_MAX_WORKERS],
  * plan[MAX_FDS], fds[MAX_FDS]. */

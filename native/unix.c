@@ -166,51 +166,26 @@ napi_value fdpass_listen_socket(napi_env env, napi_callback_info info) {
   return fdpass_call_with_int(env, info, "backlog", fdpass_run_listen);
 }
 
-/* Writes the peer's IP address into a PEER_SLOT record: its length (4 or
- * 16; 0 for any other family), then its bytes. */
-static void fdpass_record_peer(const struct sockaddr_storage *ss, socklen_t len,
-                               uint8_t *slot) {
-  memset(slot, 0, PEER_SLOT);
-  if (ss->ss_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
-    slot[0] = 4;
-    memcpy(slot + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
-  } else if (ss->ss_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
-    slot[0] = 16;
-    memcpy(slot + 1, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
-  }
-}
-
 /*
- * accept(fd, out Int32Array, peers Buffer|undefined) -> count
- * Accepts until EAGAIN or until out (or peers) is full. Works for any
- * listening socket (AF_UNIX or TCP). With `peers`, each connection's peer
- * IP address comes with it, from the same accept4() (PEER_SLOT bytes each:
- * no getpeername per connection). When nothing was accepted the error is
- * returned; when some were, they are returned and the error (say EMFILE)
- * shows again next call.
+ * accept(fd, out Int32Array) -> count
+ * Accepts until EAGAIN or until out is full. Works for any listening socket
+ * (AF_UNIX or TCP). When nothing was accepted the error is returned; when
+ * some were, they are returned and the error (say EMFILE) shows again next
+ * call.
  */
 napi_value fdpass_accept_conns(napi_env env, napi_callback_info info) {
-  FDPASS_ARGS(3);
+  FDPASS_ARGS(2);
   int32_t fd, *out;
-  size_t cap, n = 0, pcap = 0;
-  uint8_t *peers = NULL;
+  size_t cap, n = 0;
   if (!fdpass_get_i32(env, argv[0], &fd)) FDPASS_THROW_TYPE("fd");
   if (!fdpass_get_i32_array(env, argv[1], &out, &cap)) FDPASS_THROW_TYPE("out");
-  if (!fdpass_is_nullish(env, argv[2])) {
-    if (!fdpass_get_buffer(env, argv[2], (void **)&peers, &pcap)) FDPASS_THROW_TYPE("peers");
-    if (pcap / PEER_SLOT < cap) cap = pcap / PEER_SLOT;
-  }
   while (n < cap) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    int c = peers ? accept4(fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC | SOCK_NONBLOCK)
-                  : accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (n == 0) return fdpass_create_int(env, -errno);
       break;
     }
-    if (peers) fdpass_record_peer(&ss, len, peers + n * PEER_SLOT);
     out[n++] = c;
   }
   return fdpass_create_int(env, (int64_t)n);

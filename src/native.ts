@@ -29,8 +29,6 @@ export interface NativeConstants {
   readonly RECV_META: number;
   readonly RECV_ADDR: number;
   readonly SEND_META: number;
-  /** Bytes per peer address that accept() writes with `peers`: u8 length (4, 16, 0), then the IP. */
-  readonly PEER_SLOT: number;
   readonly STOP_EOF: number;
   /** Fields of one receive record (RECV_META ints per message in recvmsgs' meta). */
   readonly RECV_OFF: number;
@@ -103,8 +101,7 @@ export interface NativeBinding {
   bind(fd: number, addr: Uint8Array): number;
   connect(fd: number, addr: Uint8Array): number;
   listen(fd: number, backlog: number): number;
-  /** With `peers`, each accepted connection's peer IP too (PEER_SLOT bytes each). */
-  accept(fd: number, out: Int32Array, peers?: Uint8Array): number;
+  accept(fd: number, out: Int32Array): number;
   shutdown(fd: number, how: number): number;
   close(fd: number): number;
   closeMany(fds: Int32Array, start: number, count: number): number;

@@ -33,23 +33,22 @@ export class AcceptLoop {
   errors = 0;
 
   /**
-   * @param onConns  takes fds[0..n) accepted on `listener` (the arrays are
-   *                 reused after it returns), with their peer addresses when
-   *                 `peers` (acceptor.ts, peerHash())
+   * @param onConns  takes fds[0..n) accepted on `listener` (the array is
+   *                 reused after it returns)
    * @param options.fast  tried first on each readiness event: accepts and
    *                 hands out itself (dispatcher.ts acceptFast()): the
    *                 count, a -errno, or undefined for the onConns path
    */
-  constructor(listeners: Listener[], onConns: (fds: Int32Array, n: number, listener: Listener, peers: Buffer | null) => void, log: Log,
-    options: { peers?: boolean; fast?: (fd: number, listener: Listener) => number | undefined } = {}) {
+  constructor(listeners: Listener[], onConns: (fds: Int32Array, n: number, listener: Listener) => void, log: Log,
+    options: { fast?: (fd: number, listener: Listener) => number | undefined } = {}) {
     const fast = options.fast;
     this.#listeners = listeners;
     const failed = new Throttled('accept-error', log);
     const resumed = new Throttled('accept-resumed', log);
     this.#acceptors = listeners.map((l) => new Acceptor(l.fd, {
-      onAccept: (fds, n, peers) => {
+      onAccept: (fds, n) => {
         this.accepted += n;
-        onConns(fds, n, l, peers);
+        onConns(fds, n, l);
       },
       onError: (errno) => {
         this.errors++;
@@ -61,7 +60,7 @@ export class AcceptLoop {
         if (r !== undefined && r > 0) this.accepted += r;
         return r;
       }),
-    }, { peers: options.peers }));
+    }));
   }
 
   /** Accept on every listener (true), or let the backlogs hold what comes. */

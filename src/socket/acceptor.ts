@@ -18,17 +18,15 @@
  *   connection closes, not up to a second later.
  * - After a run of failures, the first batch that works calls `onResume`.
  */
-import { native, K } from '../native';
+import { native } from '../native';
 import { EAGAIN, EMFILE, ENFILE } from '../errno';
 import { MAX_FDS } from './frame';
 import { PollWatcher, READABLE } from './poll-watcher';
 
 export interface AcceptorHandlers {
   /** New connections: fds[0..n). They are the handler's from now on; the
-   * array is reused after the call returns. With `peers` asked for (TCP
-   * listeners), peers holds connection i's peer IP address at
-   * i * K.PEER_SLOT (its length, then its bytes: peerHash()); else null. */
-  onAccept(fds: Int32Array, n: number, peers: Buffer | null): void;
+   * array is reused after the call returns. */
+  onAccept(fds: Int32Array, n: number): void;
   /** accept(2) failed (never EAGAIN), or the listener reported an error
    * (POLLERR); accepting backs off and resumes by itself. */
   onError(errno: number): void;
@@ -56,22 +54,6 @@ const BACKOFF_MAX_MS = 1000;
 const ACCEPTED = new Int32Array(MAX_FDS);
 /** Room for the one connection accepted with lent fds. */
 const ONE = ACCEPTED.subarray(0, 1);
-const PEERS = Buffer.alloc(MAX_FDS * K.PEER_SLOT);
-
-/** FNV-1a of the peer IP address at record `i` of an onAccept() `peers`
- * (not its port): 0 for a peer without one (a Unix socket). */
-export function peerHash(peers: Buffer, i: number): number {
-  const at = i * K.PEER_SLOT;
-  const len = peers[at]!;
-  if (len === 0) return 0;
-  let h = 0x811c9dc5;
-  for (let j = 1; j <= len; j++) {
-    h ^= peers[at + j]!;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
-
 /** Acceptors backing off for want of fds, to wake when fds are freed. */
 const starved = new Set<Acceptor>();
 
@@ -88,7 +70,6 @@ export function fdsFreed(): void {
 export class Acceptor {
   readonly #fd: number;
   readonly #h: AcceptorHandlers;
-  readonly #peers: Buffer | undefined;
   readonly #watcher: PollWatcher;
   #wanted = false;
   #closed = false;
@@ -98,12 +79,10 @@ export class Acceptor {
   /** The current run of failures: since when, how many. */
   #streak: { since: number; errors: number } | null = null;
 
-  /** `fd` stays its owner's: close the acceptor before closing it. With
-   * `peers`, each connection's peer address comes with it (see onAccept). */
-  constructor(fd: number, handlers: AcceptorHandlers, options: { peers?: boolean } = {}) {
+  /** `fd` stays its owner's: close the acceptor before closing it. */
+  constructor(fd: number, handlers: AcceptorHandlers) {
     this.#fd = fd;
     this.#h = handlers;
-    this.#peers = options.peers ? PEERS : undefined;
     this.#watcher = new PollWatcher(fd, () => this.acceptOnce(), (e) => {
       // A listener error (POLLERR): report it, and take it as a failed
       // accept so that a persistent one cannot spin either.
@@ -132,9 +111,9 @@ export class Acceptor {
   acceptOnce(): number {
     if (this.#closed) return EAGAIN;
     const fast = this.#h.acceptFast?.();
-    let n = fast ?? native.accept(this.#fd, ACCEPTED, this.#peers);
+    let n = fast ?? native.accept(this.#fd, ACCEPTED);
     if ((n === EMFILE || n === ENFILE) && fast === undefined && this.#h.lendFds) {
-      n = this.#h.lendFds(() => native.accept(this.#fd, ONE, this.#peers)) ?? n;
+      n = this.#h.lendFds(() => native.accept(this.#fd, ONE)) ?? n;
     }
     if (n < 0) {
       if (n !== EAGAIN) this.#failed(n);
@@ -146,7 +125,7 @@ export class Acceptor {
       this.#streak = null;
       this.#h.onResume?.(Date.now() - s.since, s.errors);
     }
-    if (fast === undefined) this.#h.onAccept(ACCEPTED, n, this.#peers ?? null);
+    if (fast === undefined) this.#h.onAccept(ACCEPTED, n);
     return n;
   }
 
