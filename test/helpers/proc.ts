@@ -50,6 +50,11 @@ export function cpuTicks(pid: number): number {
   return Number(rest[11]) + Number(rest[12]);
 }
 
+/** stime alone (the CPU a process spent in the kernel), in clock ticks. */
+export function sysTicks(pid: number): number {
+  return Number(statFields(pid)[12]);
+}
+
 /** Resident set size of a process, in KiB (VmRSS). */
 export function rssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
