@@ -210,8 +210,9 @@ interface Agg {
   pacedP50: number; pacedP99: number; pacedP999: number; pacedErrors: number; pacedSlow: number;
 }
 
-const num = (v: number) => Math.round(v).toLocaleString('en-US');
-const ms = (us: number) => (us / 1000).toFixed(1);
+/** Figures of a scenario that was not run (BENCH_SCENARIOS) print as '-'. */
+const num = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : '-');
+const ms = (us: number) => (Number.isFinite(us) ? (us / 1000).toFixed(1) : '-');
 const x = (v: number) => (Number.isFinite(v) ? `${v.toFixed(2)}x` : 'n/a');
 /** A target's verdict, or undefined (n/a) when a scenario it needs was not run. */
 const judge = (v: number, pass: (v: number) => boolean) => (Number.isFinite(v) ? pass(v) : undefined);
@@ -280,8 +281,8 @@ async function main(): Promise<void> {
   const row = (c: Contender) => {
     const a = agg.get(c.key)!;
     if (a.na) return `| ${c.name} | n/a (Node ${process.version} has no reusePort) | | | | | | | | | | | | |`;
-    return `| ${c.name} | ${num(a.close)} | ${ms(a.closeP99)} | ${MIXED_ONLY ? '-' : num(a.keep)} | ${MIXED_ONLY ? '-' : a.idle.toFixed(0)} | ` +
-      `${ms(a.mixedP50)} | ${ms(a.mixedP99)} | ${ms(a.pacedP50)} | ${ms(a.pacedP99)} | ${ms(a.pacedP999)} | ${a.pacedSlow.toFixed(1)} | ` +
+    return `| ${c.name} | ${num(a.close)} | ${ms(a.closeP99)} | ${MIXED_ONLY ? '-' : num(a.keep)} | ${MIXED_ONLY || !Number.isFinite(a.idle) ? '-' : a.idle.toFixed(0)} | ` +
+      `${ms(a.mixedP50)} | ${ms(a.mixedP99)} | ${ms(a.pacedP50)} | ${ms(a.pacedP99)} | ${ms(a.pacedP999)} | ${Number.isFinite(a.pacedSlow) ? a.pacedSlow.toFixed(1) : '-'} | ` +
       `${Number.isFinite(a.cpu) ? `${a.cpu.toFixed(1)} (${a.sys.toFixed(1)})` : 'n/a'} | ${a.tree.toFixed(0)} | ${a.errors + a.pacedErrors} |`;
   };
   const lines = [
