@@ -61,6 +61,8 @@ static napi_value fdpass_create_constants(napi_env env) {
       {"IPV6_V6ONLY", IPV6_V6ONLY},
       {"IPPROTO_TCP", IPPROTO_TCP},
       {"TCP_NODELAY", TCP_NODELAY},
+      {"TCP_KEEPIDLE", TCP_KEEPIDLE},
+      {"SO_KEEPALIVE", SO_KEEPALIVE},
       {"TCP_DEFER_ACCEPT", TCP_DEFER_ACCEPT},
       {"ETOOMANYREFS", ETOOMANYREFS},
       {"O_PATH", O_PATH},
@@ -115,6 +117,7 @@ static napi_value fdpass_init_module(napi_env env, napi_value exports) {
       /* inet.c */
       FDPASS_METHOD("socketInet", fdpass_open_inet_socket),
       FDPASS_METHOD("setIntOpt", fdpass_set_int_opt),
+      FDPASS_METHOD("getIntOpt", fdpass_get_int_opt),
       FDPASS_METHOD("bindInet", fdpass_bind_inet),
       FDPASS_METHOD("inetName", fdpass_get_inet_name),
       FDPASS_METHOD("dropSyns", fdpass_drop_syns),

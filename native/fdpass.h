@@ -173,6 +173,7 @@ FDPASS_EXPORT(fdpass_register_recv_scratch);
 /* inet.c */
 FDPASS_EXPORT(fdpass_open_inet_socket);
 FDPASS_EXPORT(fdpass_set_int_opt);
+FDPASS_EXPORT(fdpass_get_int_opt);
 FDPASS_EXPORT(fdpass_bind_inet);
 FDPASS_EXPORT(fdpass_get_inet_name);
 FDPASS_EXPORT(fdpass_drop_syns);

@@ -33,6 +33,22 @@ napi_value fdpass_set_int_opt(napi_env env, napi_callback_info info) {
   return fdpass_create_int(env, r < 0 ? -errno : 0);
 }
 
+/* getIntOpt(fd, level, name, out Int32Array[1]) -> 0: getsockopt of an int into out[0] */
+napi_value fdpass_get_int_opt(napi_env env, napi_callback_info info) {
+  FDPASS_ARGS(4);
+  int32_t fd, level, name;
+  int32_t *out;
+  size_t olen;
+  if (!fdpass_get_i32(env, argv[0], &fd) || !fdpass_get_i32(env, argv[1], &level) ||
+      !fdpass_get_i32(env, argv[2], &name) || !fdpass_get_i32_array(env, argv[3], &out, &olen) || olen < 1)
+    FDPASS_THROW_TYPE("getIntOpt");
+  int value = 0;
+  socklen_t len = sizeof(value);
+  int r = getsockopt(fd, level, name, &value, &len);
+  if (r == 0) out[0] = value;
+  return fdpass_create_int(env, r < 0 ? -errno : 0);
+}
+
 /* bindInet(fd, family, ip string, port) -> 0 (-EINVAL for an unparsable ip) */
 napi_value fdpass_bind_inet(napi_env env, napi_callback_info info) {
   FDPASS_ARGS(4);

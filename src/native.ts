@@ -57,6 +57,8 @@ export interface NativeConstants {
   readonly IPV6_V6ONLY: number;
   readonly IPPROTO_TCP: number;
   readonly TCP_NODELAY: number;
+  readonly TCP_KEEPIDLE: number;
+  readonly SO_KEEPALIVE: number;
   /** accept() only once the client has sent data (seconds to wait for it). */
   readonly TCP_DEFER_ACCEPT: number;
   /** The one errno Node's os.constants.errno lacks. */
@@ -126,6 +128,8 @@ export interface NativeBinding {
   recvmsgs(scratch: RecvScratch, fd: number, maxMsgs: number, maxMsgSize: number, maxFds: number, addrs: boolean): number;
   socketInet(family: number): number;
   setIntOpt(fd: number, level: number, name: number, value: number): number;
+  /** getsockopt() of an int option into out[0]; 0 or -errno. */
+  getIntOpt(fd: number, level: number, name: number, out: Int32Array): number;
   bindInet(fd: number, family: number, ip: string, port: number): number;
   inetName(fd: number, peer: boolean, out: Uint8Array): number;
   /** A socket filter on a TCP listener that drops new connections' SYNs. */

@@ -49,6 +49,7 @@ import { WorkerReport } from './worker-report';
 import type { ListenerInfo } from './listeners';
 import { ServeConfigError } from '../errors';
 import type { WorkerIdentity } from './privileges';
+import { openAccepted } from './accepted-socket';
 import { armHandshakeDeadline, handshakeDone, validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from './handshake-deadline';
 import { ProxyHeaderRead, showClient } from './proxy-header-read';
 import type { ProxyHeader } from './proxy-protocol';
@@ -329,13 +330,13 @@ export class Worker extends EventEmitter {
    * first on a tls listener), within `deadlineMs` for a TLS handshake. */
   #open(fd: number, target: Target, info: ConnectionInfo, deadlineMs: number): void {
     const listener = info.listener;
-    const socket = new net.Socket({ fd, readable: true, writable: true });
+    const appTls = target instanceof tls.Server;
+    const socket = openAccepted(fd, typeof target === 'function' ? null : target, listener.tls && !appTls);
     (socket as net.Socket & { [INFO]: ConnectionInfo })[INFO] = info;
     if (info.proxy) showClient(socket, info.proxy);
     this.#live.add(socket);
     socket.on('close', this.#onSocketClose);
     if (target instanceof http.Server) socket.on('error', this.#onSocketError);
-    const appTls = target instanceof tls.Server;
     if (listener.tls || appTls) armHandshakeDeadline(socket, deadlineMs);
     if (listener.tls && !appTls) {
       this.#handshake(socket, listener, target, info);
