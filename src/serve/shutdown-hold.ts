@@ -13,14 +13,15 @@
  * without HOLD) and exits when it has finished.
  *
  * Deadlines (T the shutdown timeout, G DRAIN_GRACE_MS, from each worker's
- * drain): a draining worker is SIGKILLed at T + G (what it never
- * acknowledged goes to a held worker then), unless it is held and
- * responsive (nothing handed to it unacknowledged for G or more): it waits
- * for us, not we for it. Every worker is killed at 2 (T + G) at the latest,
- * and a released one at T + G after its release if that is sooner: the
- * workers are gone at most 2 (T + G) after they were told to drain; past
- * T + G only when a worker hung (stopped, looping) with hand-offs that a
- * held worker then got.
+ * drain): a draining worker is SIGKILLed at T + G, as before the hold
+ * (what it never acknowledged goes to a held worker then), unless it is
+ * held and responsive: nothing handed to it has waited G for its ACK. That
+ * one waits for us, not we for it; it is killed as soon as a hand-off to it
+ * has waited G (a worker that hung while idle, then got some), and at
+ * 2 (T + G) in any case; once released, at T + G after the release if that
+ * is sooner. So the workers are gone by T + G after they were told to
+ * drain, plus the time the re-placed connections take to be served (up to
+ * T, then G) when a worker hung with hand-offs; by 2 (T + G) at worst.
  */
 import { performance } from 'node:perf_hooks';
 import type { Target } from './dispatcher';
@@ -58,14 +59,17 @@ export function armReleaseDeadline(w: Drained, timeout: number, kill: () => void
   w.killTimer = setTimeout(kill, Math.max(0, at - Date.now()));
 }
 
-/** ms until `w` is next looked at, now that its deadline came: 0 to kill
- * it now. Kept: held, and nothing handed to it unacknowledged for G. */
+/** ms until `w` is next looked at, now that a deadline came: 0 to kill it
+ * now. Kept while held and nothing handed to it has waited G for its ACK:
+ * looked at again when the oldest such hand-off will have (every G while
+ * there is none), until 2 (T + G). */
 export function keepHeld(w: Drained, timeout: number, now: number): number {
   const end = w.drainedAt + 2 * (timeout + DRAIN_GRACE_MS);
   if (!w.held || now >= end) return 0;
   // The ledger is in hand-off order: its first entry waited longest.
   const oldest = w.inflight.size ? w.inflight.values().next().value! : null;
-  return oldest && performance.now() - oldest.sent >= DRAIN_GRACE_MS ? 0 : end - now;
+  const waited = oldest ? performance.now() - oldest.sent : 0;
+  return waited >= DRAIN_GRACE_MS ? 0 : Math.min(end - now, Math.ceil(DRAIN_GRACE_MS - waited));
 }
 
 /** The primary's side of the hold: when to hold, when to release. */
