@@ -38,7 +38,8 @@
  * one runs is queued, later ones join it, and each starts only once the
  * workers the previous one replaced have exited (at most two generations
  * at once). shutdown() stops accepting (after taking what waits in the
- * backlog), lets the workers finish, and resolves when they have exited.
+ * backlog), lets the workers finish (on hold while connections are still
+ * to be placed: shutdown-hold.ts), and resolves when they have exited.
  */
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
@@ -329,7 +330,9 @@ export class Primary extends EventEmitter {
    * Graceful shutdown: takes what waits in the listeners' backlogs and hands
    * it out (the spare fds go to those connections now), closes the
    * listeners, lets the workers finish their in-flight requests (up to
-   * shutdownTimeout) and resolves when they have exited.
+   * shutdownTimeout; what a worker that dies meanwhile never acknowledged
+   * goes to one still draining: shutdown-hold.ts) and resolves when they
+   * have exited.
    */
   async shutdown(): Promise<void> {
     if (this.#stopping) {
