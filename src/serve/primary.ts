@@ -344,7 +344,6 @@ export class Primary extends EventEmitter {
     if (!this.#succeeded) this.#service?.stopping();
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
-    this.#dispatcher.stop();
     this.#spares.release();
     // Before any listener closes: its sends borrow the listener fds.
     await this.#handover.close();
