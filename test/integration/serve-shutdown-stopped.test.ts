@@ -4,7 +4,9 @@
  * them (it keeps each fd until the ACK), and once the hung worker is killed
  * at its deadline they go to a worker that drains on hold
  * (shutdown-hold.ts): every connection the primary accepted is answered.
- * With no live worker left, they are closed, and the log says how many.
+ * The same for a worker of the old generation, stopped while it drains
+ * after a reload, when the shutdown comes before it is killed. With no
+ * live worker left, they are closed, and the log says how many.
  */
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -79,6 +81,23 @@ for (const how of ['SIGTERM', 'SIGINT to the process group'] as const) {
     assert.deepEqual(s.events('shutdown-unserved'), [], result.stderr);
   });
 }
+
+test(`SIGHUP, then SIGTERM, with an old worker stopped holding ${BURST / 2} hand-offs: all answered by the new generation, exit 0`, async (t) => {
+  const scope = await trackFds(t);
+  const { s, pids, hung, outcomes } = await burstWithStopped(scope, 1);
+  s.signal('SIGHUP');
+  await s.waitEvent((e) => e.event === 'reload-done' && e.generation === 2, 10_000, 'reload-done');
+  const fresh = (await s.status()).workers.filter((w) => w.generation === 2).map((w) => w.pid!);
+  // The stopped worker drains (it is killed at T + G from the reload): the
+  // shutdown comes first, its connections are still unplaced.
+  const result = await shutDown(s, () => s.signal('SIGTERM'));
+  const got = await outcomes;
+  assert.deepEqual(failures(got), [], 'every connection the primary accepted is answered');
+  assert.deepEqual(got.filter((a) => a.worker !== pids[1]).map((a) => fresh.includes(a.worker!)), new Array(BURST / 2).fill(true),
+    'the stopped one\'s by the new generation');
+  assert.ok(!alive(hung[0]!), 'the stopped worker is gone');
+  assert.deepEqual(s.events('shutdown-unserved'), [], result.stderr);
+});
 
 test(`SIGTERM with both workers stopped: the ${BURST} connections are closed unserved, the log says how many, exit 0`, async (t) => {
   const scope = await trackFds(t);
