@@ -11,9 +11,9 @@
  *               live within the timeout) but take the CONNS that still
  *               come, each with the timeout from its arrival, and do not
  *               exit until a SHUTDOWN without HOLD (the release: then exit
- *               once nothing is live). Other bits are 0 (a worker
- *               ignores them). (A worker that ignores
- *               the flag drains at once, as before HOLD existed.)
+ *               once nothing is live). Other bits are 0, and ignored.
+ *               (A worker that ignores HOLD drains and exits at once, as
+ *               before HOLD existed; docs/protocol.md section 5.)
  *     STATUS?   u8 3: ask for a STATS message
  *     TLS       u8 4, u8 0, u16 0, u32 certLength, cert bytes, key bytes (PEM):
  *               the certificate and key of the tls listeners, sent once,

@@ -400,8 +400,8 @@ export class Worker extends EventEmitter {
   }
 
   /**
-   * Stops taking connections, lets requests in flight finish (idle
-   * keep-alive connections are closed), and exits 0 once every connection
+   * Drains: lets requests in flight finish (idle keep-alive connections
+   * are closed, responses say `Connection: close`), and exits 0 once every connection
    * is gone or `timeout` ms have passed. (Called again while a drain runs,
    * it releases one the primary holds: worker-drain.ts.)
    */
