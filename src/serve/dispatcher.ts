@@ -268,13 +268,10 @@ export class Dispatcher<W extends Target> {
     this.#dispatch([]);
   }
 
-  /** Shutting down: no more retries by timer (what waits still goes with
-   * the next accept or acknowledgement). */
-  stop(): void {
-    this.#stopping = true;
-  }
-
-  /** The end: closes what still waits (no worker will take it). */
+  /** The end: closes what still waits (no worker will take it), and no
+   * more retries by timer. (Until then a back-off's retry still runs:
+   * during a shutdown, connections taken back from a dead worker wait for
+   * a draining one at its fd limit: shutdown-hold.ts.) */
   close(): void {
     this.#stopping = true;
     for (const c of this.#waiting.splice(0)) native.close(c.fd);

@@ -16,7 +16,9 @@
  *   fds, go to another worker; handoff-window.ts paces a worker out of fds;
  *   fast-handoff.ts: accept and hand-off in one native call when it can);
  * - supervisor.ts: the worker processes (spawn, readiness, respawn with
- *   back-off, crash loops, drain, kill);
+ *   back-off, crash loops, drain, kill); shutdown-hold.ts: during a
+ *   shutdown, workers that drain but still take what the primary takes
+ *   back from a worker that died, until nothing is left to place;
  * - spare-fds.ts: a few fds kept so that a worker can be respawned at
  *   RLIMIT_NOFILE; status.ts: the status document;
  * - privileges.ts: the workers' user (resolved here, switched to in each
@@ -36,7 +38,8 @@
  * one runs is queued, later ones join it, and each starts only once the
  * workers the previous one replaced have exited (at most two generations
  * at once). shutdown() stops accepting (after taking what waits in the
- * backlog), lets the workers finish, and resolves when they have exited.
+ * backlog), lets the workers finish (on hold while connections are still
+ * to be placed: shutdown-hold.ts), and resolves when they have exited.
  */
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
@@ -53,6 +56,7 @@ import { SystemdService } from './systemd-service';
 import { AcceptLoop } from './accept-loop';
 import { Dispatcher } from './dispatcher';
 import { Supervisor, type WorkerRec } from './supervisor';
+import { ShutdownHold } from './shutdown-hold';
 import { SpareFds } from './spare-fds';
 import { buildStatus, RateMeter, type Status } from './status';
 import { makeLog, type Log } from './log';
@@ -84,6 +88,8 @@ export class Primary extends EventEmitter {
   readonly #accept: AcceptLoop;
   readonly #rate: RateMeter;
   readonly #reloads = new Coalescer(() => this.#reloadNow());
+  /** Shutting down: whether the workers are still to stay for hand-offs. */
+  readonly #hold = new ShutdownHold(() => this.#inflight() + this.#dispatcher.waiting, () => this.#supervisor.release());
   /** The hash strategy's keys on `proxy` listeners (null: none such). */
   readonly #peek: ProxyPeek | null;
   /** Under a service manager (NOTIFY_SOCKET), what it is told. */
@@ -132,13 +138,20 @@ export class Primary extends EventEmitter {
       },
     }, this.#spares, {
       ready: () => this.#dispatcher.flush(),
-      ack: (w, ids, live, closed) => this.#dispatcher.acked(w, ids, live, closed),
-      lost: (w, batch) => this.#dispatcher.lost(w, batch),
+      ack: (w, ids, live, closed) => {
+        this.#dispatcher.acked(w, ids, live, closed);
+        this.#hold.check();
+      },
+      lost: (w, batch) => {
+        this.#dispatcher.lost(w, batch);
+        this.#hold.check();
+      },
       gone: (w) => {
-        // Connections it never acknowledged go to another worker; its
-        // channel's fd is closed.
+        // Connections it never acknowledged go to another worker (during a
+        // shutdown, one on hold); its channel's fd is closed.
         this.#dispatcher.takeBack(w);
         this.#fdsFreed();
+        this.#hold.check();
       },
       exited: (w) => this.emit('worker-exit', w),
     }, this.#log);
@@ -239,13 +252,17 @@ export class Primary extends EventEmitter {
    * The workers that get new connections: the serving generation's ready
    * ones (during a reload the new generation's get nothing until all of it
    * is ready, so a reload that fails has handed nothing to its workers);
-   * failing those, any ready worker.
+   * failing those, any ready worker; failing those (shutting down), any
+   * worker draining on hold (shutdown-hold.ts).
    */
   #candidates(): WorkerRec[] {
     const out: WorkerRec[] = [];
     for (const w of this.#supervisor.current()) if (w.state === 'ready') out.push(w);
     if (out.length === 0) {
       for (const w of this.#supervisor.workers) if (w.state === 'ready') out.push(w);
+    }
+    if (out.length === 0) {
+      for (const w of this.#supervisor.workers) if (w.state === 'draining' && w.held) out.push(w);
     }
     return out;
   }
@@ -313,7 +330,9 @@ export class Primary extends EventEmitter {
    * Graceful shutdown: takes what waits in the listeners' backlogs and hands
    * it out (the spare fds go to those connections now), closes the
    * listeners, lets the workers finish their in-flight requests (up to
-   * shutdownTimeout) and resolves when they have exited.
+   * shutdownTimeout; what a worker that dies meanwhile never acknowledged
+   * goes to one still draining: shutdown-hold.ts) and resolves when they
+   * have exited.
    */
   async shutdown(): Promise<void> {
     if (this.#stopping) {
@@ -325,7 +344,6 @@ export class Primary extends EventEmitter {
     if (!this.#succeeded) this.#service?.stopping();
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
-    this.#dispatcher.stop();
     this.#spares.release();
     // Before any listener closes: its sends borrow the listener fds.
     await this.#handover.close();
@@ -333,8 +351,12 @@ export class Primary extends EventEmitter {
     this.#peek?.close();
     this.#accept.close();
     closeListeners(this.sockets);
-    this.#supervisor.stopAll();
+    // While anything is unplaced, the workers stay for it (shutdown-hold.ts).
+    this.#supervisor.stopAll(this.#hold.start());
     await this.#supervisor.allExited();
+    // Taken back from a worker that died, with no live worker left to take it.
+    const unserved = this.#dispatcher.waiting;
+    if (unserved) this.#log('shutdown-unserved', { closed: unserved, why: 'no live worker left to take them' });
     this.#dispatcher.close();
     this.#spares.release();
     this.#rate.stop();

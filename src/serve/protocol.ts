@@ -6,7 +6,14 @@
  *
  *   primary -> worker
  *     CONNS     u8 1, u8 0, u16 n, n x (u32 id, u16 listener, u16 0)   + n fds
- *     SHUTDOWN  u8 2, u8 0, u16 0, u32 timeout ms: finish, then exit 0
+ *     SHUTDOWN  u8 2, u8 flags, u16 0, u32 timeout ms: finish, then exit 0.
+ *               flags bit 0, HOLD: drain (stop keep-alive, finish what is
+ *               live within the timeout) but take the CONNS that still
+ *               come, each with the timeout from its arrival, and do not
+ *               exit until a SHUTDOWN without HOLD (the release: then exit
+ *               once nothing is live). Other bits are 0, and ignored.
+ *               (A worker that ignores HOLD drains and exits at once, as
+ *               before HOLD existed; docs/protocol.md section 5.)
  *     STATUS?   u8 3: ask for a STATS message
  *     TLS       u8 4, u8 0, u16 0, u32 certLength, cert bytes, key bytes (PEM):
  *               the certificate and key of the tls listeners, sent once,
@@ -52,7 +59,8 @@ export type PrimaryMessage =
   /** The i-th connection (and fd) of the message: its id (for the ACK) and
    * its listener's index. */
   | { op: Op.Conns; ids: Uint32Array; listeners: Uint16Array }
-  | { op: Op.Shutdown; timeout: number }
+  /** `hold`: drain, but stay for the CONNS still to come (see above). */
+  | { op: Op.Shutdown; timeout: number; hold: boolean }
   | { op: Op.StatusQuery }
   | { op: Op.Tls; cert: Buffer; key: Buffer };
 
@@ -69,9 +77,13 @@ export function encodeConns(ids: ArrayLike<number>, listeners: ArrayLike<number>
   return b;
 }
 
-export function encodeShutdown(timeout: number): Buffer {
+/** SHUTDOWN's flag: drain, but more CONNS may come; stay until released. */
+const SHUTDOWN_HOLD = 1;
+
+export function encodeShutdown(timeout: number, hold = false): Buffer {
   const b = Buffer.alloc(8);
   b[0] = Op.Shutdown;
+  b[1] = hold ? SHUTDOWN_HOLD : 0;
   b.writeUInt32LE(Math.max(0, Math.min(timeout, 0xffffffff)) >>> 0, 4);
   return b;
 }
@@ -171,7 +183,7 @@ export function decodePrimaryMessage(b: Buffer, nfds: number): PrimaryMessage {
     }
     case Op.Shutdown:
       if (b.length !== 8) throw fromPrimary(`SHUTDOWN of ${b.length} bytes`);
-      return { op: Op.Shutdown, timeout: b.readUInt32LE(4) };
+      return { op: Op.Shutdown, timeout: b.readUInt32LE(4), hold: (b[1]! & SHUTDOWN_HOLD) !== 0 };
     case Op.StatusQuery:
       return { op: Op.StatusQuery };
     case Op.Tls: {

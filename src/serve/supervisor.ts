@@ -17,7 +17,8 @@
  *   (respawn-policy.ts), not a kill from outside. The record is dropped
  *   when the process has exited, and a worker of the serving generation is
  *   replaced.
- * - Drain (SHUTDOWN, then SIGKILL if it takes too long) and kill.
+ * - Drain (SHUTDOWN, then SIGKILL if it takes too long; on hold during a
+ *   shutdown: shutdown-hold.ts) and kill.
  *
  * Generations: each slot has at most one current worker, of the serving
  * generation (respawns keep it filled), and at most one next worker, of the
@@ -37,12 +38,13 @@ import { WORKER_ENV, type WorkerConfig } from './worker';
 import type { Target } from './dispatcher';
 import { HandoffWindow } from './handoff-window';
 import { respawnPolicy } from './respawn-policy';
+import { armDrainDeadline, armReleaseDeadline, type Drained } from './shutdown-hold';
 import type { SpareFds } from './spare-fds';
 import { errorCode, type Log } from './log';
 
 export type WorkerState = 'starting' | 'ready' | 'draining' | 'dead';
 
-export interface WorkerRec extends Target {
+export interface WorkerRec extends Target, Drained {
   readonly generation: number;
   readonly child: ChildProcess;
   state: WorkerState;
@@ -99,8 +101,6 @@ export interface SupervisorHooks {
   exited(w: WorkerRec): void;
 }
 
-/** How long past its shutdown timeout a draining worker gets before SIGKILL. */
-const DRAIN_GRACE_MS = 2000;
 /** How long a process whose channel ended gets to exit by itself (or to
  * be reported exited, if it was killed) before we kill it. */
 const CHANNEL_GRACE_MS = 200;
@@ -184,10 +184,10 @@ export class Supervisor {
   }
 
   /** Ends a worker that is not to serve: one still starting has no
-   * connection and is killed; any other drains. */
-  retire(w: WorkerRec): void {
+   * connection and is killed; any other drains (on `hold`: drain()). */
+  retire(w: WorkerRec, hold = false): void {
     if (w.state === 'starting') this.kill(w);
-    else this.drain(w);
+    else this.drain(w, hold);
   }
 
   /** Resolves when every worker that is not a slot's current one (retired,
@@ -232,7 +232,7 @@ export class Supervisor {
       slot, generation, child, sock: mine, state: 'starting', pid: child.pid, inflight: new Map(), batches: 0,
       handed: 0, returned: 0, closed: 0, acked: 0, live: 0, window: new HandoffWindow(), requests: 0, startedAt: Date.now(),
       readyTimer: null, killTimer: null, failure: undefined, onReady: null, loadWaiters: [],
-      exitCode: null, exitSignal: null, killedByUs: false, wasReady: false,
+      exitCode: null, exitSignal: null, killedByUs: false, wasReady: false, held: false, drainedAt: 0,
       // A spawn that fails (EMFILE, EAGAIN) emits 'error' and never 'exit'.
       exited: new Promise((res) => {
         child.once('exit', (code, signal) => {
@@ -377,15 +377,27 @@ export class Supervisor {
     }, delay);
   }
 
-  /** Asks `w` to finish what it has and exit (SHUTDOWN); past the shutdown
-   * timeout and a grace period it is killed, and whatever it never
+  /** Asks `w` to finish what it has and exit (SHUTDOWN; with `hold`, to
+   * stay for hand-offs until release()); past the shutdown timeout and a
+   * grace period it is killed (shutdown-hold.ts), and whatever it never
    * acknowledged goes elsewhere then. */
-  drain(w: WorkerRec): void {
+  drain(w: WorkerRec, hold = false): void {
     if (w.state === 'dead' || w.state === 'draining') return;
     w.state = 'draining';
-    const t = this.#opts.shutdownTimeout;
-    w.sock.send(encodeShutdown(t)).catch(() => {});
-    w.killTimer = setTimeout(() => this.kill(w), t + DRAIN_GRACE_MS);
+    w.held = hold;
+    w.drainedAt = Date.now();
+    w.sock.send(encodeShutdown(this.#opts.shutdownTimeout, hold)).catch(() => {});
+    armDrainDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w));
+  }
+
+  /** The shutdown's hold ends: every held worker is told SHUTDOWN without HOLD. */
+  release(): void {
+    for (const w of this.#workers) {
+      if (!w.held || w.state !== 'draining') continue;
+      w.held = false;
+      w.sock.send(encodeShutdown(this.#opts.shutdownTimeout)).catch(() => {});
+      armReleaseDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w));
+    }
   }
 
   /** No more respawns from now on (shutting down). */
@@ -395,10 +407,10 @@ export class Supervisor {
   }
 
   /** Ends every worker: those still starting get no traffic and are
-   * killed; the others drain. */
-  stopAll(): void {
+   * killed; the others drain (on `hold`: shutdown-hold.ts). */
+  stopAll(hold = false): void {
     this.stopRespawning();
-    for (const w of this.#workers) this.retire(w);
+    for (const w of this.#workers) this.retire(w, hold);
   }
 
   /** Resolves when every worker has exited. */

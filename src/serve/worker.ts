@@ -54,6 +54,7 @@ import { armHandshakeDeadline, handshakeDone, validHandshakeTimeout, HANDSHAKE_T
 import { ProxyHeaderRead, showClient } from './proxy-header-read';
 import type { ProxyHeader } from './proxy-protocol';
 import { ClientLog } from './client-log';
+import { WorkerDrain } from './worker-drain';
 import { makeLog, type Log } from './log';
 
 /** Environment of a worker started by the primary. */
@@ -128,7 +129,10 @@ export class Worker extends EventEmitter {
   #headerReads = new Set<ProxyHeaderRead>();
   readonly #clientLog: ClientLog;
   readonly #report: WorkerReport;
-  #draining = false;
+  /** Set by the first drain (SHUTDOWN, the primary gone, drain()). */
+  #drain: WorkerDrain | null = null;
+  /** The drain is over: this process exits. */
+  #exiting = false;
   #servers = new Set<net.Server>();
   /** CONNS messages received, whole or not (modulo 2^32): LOST names one by this. */
   #batches = 0;
@@ -236,7 +240,7 @@ export class Worker extends EventEmitter {
       if (!conn) return;
       const state: HttpState = { socket: req.socket, res };
       conn[HTTP] = state;
-      if (this.#draining && !res.headersSent) res.setHeader('connection', 'close');
+      if (this.#drain && !res.headersSent) res.setHeader('connection', 'close');
       res.once('finish', () => {
         if (state.res === res) state.res = null;
       });
@@ -279,6 +283,7 @@ export class Worker extends EventEmitter {
       const fds = m.fds;
       // Acknowledged once adopted, before any is read (worker-report.ts).
       this.#report.arrived(ids, ids.length);
+      this.#drain?.arrived(Date.now());
       for (let i = 0; i < fds.length; i++) this.#adopt(fds[i]!.release(), ids[i]!, listeners[i]!, fds.length);
     } else if (msg.op === Op.Tls) {
       m.close();
@@ -289,7 +294,7 @@ export class Worker extends EventEmitter {
       }
     } else if (msg.op === Op.Shutdown) {
       m.close();
-      void this.drain(msg.timeout);
+      void this.#drainFor(msg.timeout, msg.hold);
     } else {
       m.close();
       this.#report.sendLoad();
@@ -310,7 +315,7 @@ export class Worker extends EventEmitter {
   #adopt(fd: number, id: number, index: number, batch: number): void {
     const listener = this.config.listeners[index];
     const target = listener && (this.#targets.get(listener.name) ?? this.#targets.get('*'));
-    if (!listener || !target || this.#draining) {
+    if (!listener || !target || this.#exiting) {
       native.close(fd);
       this.#report.closed();
       return;
@@ -396,29 +401,46 @@ export class Worker extends EventEmitter {
   }
 
   /**
-   * Stops taking connections, lets requests in flight finish (idle
-   * keep-alive connections are closed), and exits 0 once every connection
-   * is gone or `timeout` ms have passed.
+   * Drains: lets requests in flight finish (idle keep-alive connections
+   * are closed, responses say `Connection: close`), and exits 0 once every connection
+   * is gone or `timeout` ms have passed. (Called again while a drain runs,
+   * it releases one the primary holds: worker-drain.ts.)
    */
-  async drain(timeout: number): Promise<void> {
-    if (this.#draining) return;
-    this.#draining = true;
+  drain(timeout: number): Promise<void> {
+    return this.#drainFor(timeout, false);
+  }
+
+  /** drain(); with `hold`, connections the primary still hands over are
+   * taken, and the process stays until released (worker-drain.ts). */
+  async #drainFor(timeout: number, hold: boolean): Promise<void> {
+    if (this.#drain) {
+      if (!hold && this.#drain.held) this.#drain.release(timeout, Date.now());
+      return;
+    }
+    const drain = (this.#drain = new WorkerDrain(timeout, hold, Date.now()));
     // Not server.close(): these servers never listened, and with Node's
     // connection tracking on (see #watch) it would run closeIdleConnections(),
     // which on newer Nodes also destroys connections handed over but not yet
     // read: those must be answered. #closeIdle() spares them.
-    const deadline = Date.now() + timeout;
     for (;;) {
       this.#closeIdle();
-      if (this.liveConnections === 0 || Date.now() >= deadline) break;
+      const step = drain.step(this.liveConnections, Date.now());
+      if (step === 'exit') break;
+      if (step === 'cut') this.#cut();
       await new Promise((res) => setTimeout(res, 20));
     }
-    for (const r of this.#headerReads) r.cancel();
-    this.#headerReads.clear();
-    for (const s of this.#live) s.destroy();
+    this.#exiting = true;
+    this.#cut();
     this.#report.sendLoad();
     await this.#sock.end().catch(() => {});
     this.emit('drained');
     process.exit(0);
+  }
+
+  /** Past the drain's deadline: every connection still live is closed. */
+  #cut(): void {
+    for (const r of this.#headerReads) r.cancel();
+    this.#headerReads.clear();
+    for (const s of this.#live) s.destroy();
   }
 }

@@ -19,7 +19,10 @@ const refused = (what: RegExp) => (e: unknown) =>
 test('primary -> worker: CONNS, SHUTDOWN and STATUS? round-trip', () => {
   const conns = decodePrimaryMessage(encodeConns([7, 0xffffffff], [0, 3], 2), 2);
   assert.deepEqual(conns, { op: Op.Conns, ids: Uint32Array.from([7, 0xffffffff]), listeners: Uint16Array.from([0, 3]) });
-  assert.deepEqual(decodePrimaryMessage(encodeShutdown(1500), 0), { op: Op.Shutdown, timeout: 1500 });
+  assert.deepEqual(decodePrimaryMessage(encodeShutdown(1500), 0), { op: Op.Shutdown, timeout: 1500, hold: false });
+  assert.deepEqual(decodePrimaryMessage(encodeShutdown(1500, true), 0), { op: Op.Shutdown, timeout: 1500, hold: true });
+  // The release is the SHUTDOWN of before HOLD, byte for byte.
+  assert.deepEqual([...encodeShutdown(1500)], [2, 0, 0, 0, 0xdc, 0x05, 0, 0]);
   assert.deepEqual(decodePrimaryMessage(encodeStatusQuery(), 0), { op: Op.StatusQuery });
   assert.throws(() => decodePrimaryMessage(encodeConns([1, 2], [0, 0], 2), 1), refused(/CONNS of 2 came with 1 fds/));
   assert.throws(() => decodePrimaryMessage(Buffer.from([Op.Conns, 0, 1, 0]), 1), refused(/CONNS of 1 in 4 bytes/));
