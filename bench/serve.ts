@@ -84,8 +84,9 @@ const PACED_SPINS = Number(process.env.BENCH_PACED_SPINS ?? 5);
 const PACED_ONLY = process.env.FDPASS_BENCH_ONLY === 'paced' && Number.isFinite(PACED_RPS);
 /** Only these measurements (comma-separated: close,keep,idle,mixed,paced; default all, or with
  * FDPASS_BENCH_ONLY=mixed: close (short, each contender's capacity), mixed and paced), e.g. `idle`;
- * the others print as NaN. */
+ * the others print as '-' (their targets as n/a). */
 const SCENARIOS = process.env.BENCH_SCENARIOS?.split(',') ?? (MIXED_ONLY ? ['close', 'mixed', 'paced'] : undefined);
+const ALL_SCENARIOS = ['close', 'keep', 'idle', 'mixed', 'paced'];
 const wanted = (s: string) => !SCENARIOS || SCENARIOS.includes(s);
 const SKIPPED: Figures = { rps: NaN, p50us: NaN, p99us: NaN, requests: NaN, errors: 0 };
 const MIXED_LUA = path.join(ROOT, 'bench', 'mixed.lua');
@@ -221,6 +222,16 @@ const verdict = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'm
 async function main(): Promise<void> {
   ensureWrk({ install: true });
   const fdbench = compileFdbench();
+  // A knob with a typo would measure nothing and still write a table.
+  const unknown = (list: string[] | undefined, known: string[]) => list?.filter((v) => !known.includes(v)) ?? [];
+  const badOnly = unknown(ONLY, CONTENDERS.map((c) => c.key));
+  const badScenarios = unknown(SCENARIOS, ALL_SCENARIOS);
+  if (badOnly.length || badScenarios.length) {
+    throw new Error([
+      badOnly.length ? `BENCH_ONLY: no contender ${badOnly.join(', ')} (known: ${CONTENDERS.map((c) => c.key).join(', ')})` : '',
+      badScenarios.length ? `BENCH_SCENARIOS: no scenario ${badScenarios.join(', ')} (known: ${ALL_SCENARIOS.join(', ')})` : '',
+    ].filter(Boolean).join('; '));
+  }
   const contenders = CONTENDERS.filter((c) => !ONLY || ONLY.includes(c.key));
   const runs = new Map<string, Run[]>(contenders.map((c) => [c.key, []]));
   const wakes: number[] = [];
@@ -276,7 +287,7 @@ async function main(): Promise<void> {
   }
   const wake = median(wakes);
   const header = `fdpass serve benchmark ${new Date().toISOString()}  |  ${os.cpus()[0]?.model} x${os.cpus().length}  |  Linux ${os.release()}  |  ` +
-    `Node ${process.version}  |  ${WORKERS} workers, wrk -t2 -c${CONNS} -d${SECONDS}s (mixed -d${MIXED_SECONDS}s), median of ${ROUNDS}  |  ` +
+    `Node ${process.version}  |  ${WORKERS} workers, wrk -t2 -c${CONNS} -d${SECONDS}s${wanted('mixed') ? ` (mixed -d${MIXED_SECONDS}s)` : ''}, median of ${ROUNDS}  |  ` +
     `load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`;
   const row = (c: Contender) => {
     const a = agg.get(c.key)!;
@@ -318,11 +329,11 @@ async function main(): Promise<void> {
         t('new-connection req/s >= 0.95x the better of SCHED_NONE and reusePort', `RR ${x(f.close / bestKernel)}, least-conn ${x(lc.close / bestKernel)} (of ${bestKernelName})`, judge(fBest / bestKernel, (v) => v >= 0.95)),
         t('new-connection req/s >= 2x SCHED_RR', `RR ${x(f.close / rr.close)}, least-conn ${x(lc.close / rr.close)}`, judge(fBest / rr.close, (v) => v >= 2)),
         t('keep-alive req/s >= 1.0x SCHED_NONE', `RR ${x(f.keep / none.keep)}, least-conn ${x(lc.keep / none.keep)}`, judge(fKeep / none.keep, (v) => v >= 1)),
-        t('primary CPU per connection <= 0.15x SCHED_RR\'s', `RR ${x(f.cpu / rr.cpu)}, least-conn ${x(lc.cpu / rr.cpu)} (${fCpu.toFixed(1)} us of ${rr.cpu.toFixed(1)} us; ` +
-          `its kernel time alone ${x(Math.min(f.sys, lc.sys) / rr.cpu)}, SCHED_RR's ${rr.sys.toFixed(1)} us)`, judge(fCpu / rr.cpu, (v) => v <= 0.15)),
+        t('primary CPU per connection <= 0.15x SCHED_RR\'s', wanted('close') ? `RR ${x(f.cpu / rr.cpu)}, least-conn ${x(lc.cpu / rr.cpu)} (${fCpu.toFixed(1)} us of SCHED_RR's ${rr.cpu.toFixed(1)} us; ` +
+          `fdpass's kernel time alone ${Math.min(f.sys, lc.sys).toFixed(1)} us, ${x(Math.min(f.sys, lc.sys) / rr.cpu)} of SCHED_RR's total)` : 'n/a (close not run)', judge(fCpu / rr.cpu, (v) => v <= 0.15)),
       );
       rows.push(
-        t('idle p50 <= SCHED_NONE + one cross-CPU wake-up', `RR +${(f.idle - none.idle).toFixed(0)} us, least-conn +${(lc.idle - none.idle).toFixed(0)} us (wake-up ${wake.toFixed(0)} us)`,
+        t('idle p50 <= SCHED_NONE + one cross-CPU wake-up', wanted('idle') ? `RR +${(f.idle - none.idle).toFixed(0)} us, least-conn +${(lc.idle - none.idle).toFixed(0)} us (wake-up ${wake.toFixed(0)} us)` : 'n/a (idle not run)',
           judge(Math.min(f.idle, lc.idle) - none.idle - wake, (v) => v <= 0)),
       );
     }
