@@ -41,7 +41,7 @@ function run(): void {
       fs.accessSync(file, fs.constants.R_OK);
     } catch (err) {
       fail(`user ${identityLabel(identity)} cannot read ${file} (${(err as NodeJS.ErrnoException).code}): ` +
-        'the package and the APP must be readable by the workers\' user');
+        'the package and the APP must be readable by the workers\' user (or choose a user who can read them: --user)');
       return;
     }
   }
