@@ -217,6 +217,6 @@ test('an APP the workers\' user cannot read: the start fails with one line sayin
     { owner: scope, cli: path.join(pkg, 'bin', 'fdpass.js'), user: null, timeout: 15_000 });
   assert.equal(r.code, 1, r.stderr);
   const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('{'));
-  assert.match(lines.at(-1)!, /^fdpass: worker 0 \(pid \d+\) failed to start: user nobody \(uid 65534, gid 65534\) cannot read .*app\.js \(EACCES\): the package and the APP must be readable by the workers' user: FDPASS_ERR_WORKER_START$/);
+  assert.match(lines.at(-1)!, /^fdpass: worker 0 \(pid \d+\) failed to start: user nobody \(uid 65534, gid 65534\) cannot read .*app\.js \(EACCES\): the package and the APP must be readable by the workers' user \(or choose a user who can read them: --user\): FDPASS_ERR_WORKER_START$/);
   assert.ok(!/Cannot find module|at Module/.test(r.stderr), r.stderr);
 });
