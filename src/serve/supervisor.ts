@@ -351,7 +351,8 @@ export class Supervisor {
   /** SIGKILL for misbehaving (not ready in time, a protocol error, its
    * channel closed, draining too long) or not wanted (stopped while
    * starting): a crash, not a kill from outside, for the respawn policy. */
-  kill(w: WorkerRec): void {
+  kill(w: WorkerRec, why?: string): void {
+    if (why) w.failure ??= why; // the exit's log line gives it as the reason
     w.killedByUs = true;
     w.child.kill('SIGKILL');
   }
@@ -387,7 +388,7 @@ export class Supervisor {
     w.held = hold;
     w.drainedAt = Date.now();
     w.sock.send(encodeShutdown(this.#opts.shutdownTimeout, hold)).catch(() => {});
-    armDrainDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w));
+    armDrainDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w, 'killed: still draining at its deadline'));
   }
 
   /** The shutdown's hold ends: every held worker is told SHUTDOWN without HOLD. */
@@ -396,7 +397,7 @@ export class Supervisor {
       if (!w.held || w.state !== 'draining') continue;
       w.held = false;
       w.sock.send(encodeShutdown(this.#opts.shutdownTimeout)).catch(() => {});
-      armReleaseDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w));
+      armReleaseDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w, 'killed: still draining at its deadline'));
     }
   }
 

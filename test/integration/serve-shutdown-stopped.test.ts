@@ -78,6 +78,7 @@ for (const how of ['SIGTERM', 'SIGINT to the process group'] as const) {
     assert.ok(!alive(hung[0]!), 'the stopped worker is gone');
     const drained = s.events('worker-drained').find((e) => e.pid === hung[0]);
     assert.equal(drained?.redispatched, BURST / 2, result.stderr);
+    assert.equal(drained?.reason, 'killed: still draining at its deadline', 'the log says the primary killed it');
     assert.deepEqual(s.events('shutdown-unserved'), [], result.stderr);
   });
 }
