@@ -114,8 +114,12 @@ for (const runtime of ['bun', 'deno'] as const) {
     const report = 'console.log(JSON.stringify({ name: e.name, code: e.code, runtime: e.runtime }))';
     fs.writeFileSync(path.join(dir, 'load.cjs'), `try { require(${JSON.stringify(DIST_SRC)}); console.log('loaded'); } catch (e) { ${report} }\n`);
     fs.writeFileSync(path.join(dir, 'load.mjs'), `try { await import(${JSON.stringify(path.join(DIST_SRC, 'index.mjs'))}); console.log('loaded'); } catch (e) { ${report} }\n`);
+    // Deno's caches (SQLite files under ~/.cache/deno) are shared by every
+    // deno on the machine, and one run in CI hung on them for 30 s: this
+    // test's deno gets its own, and no update check.
+    const env = childEnv(runtime === 'deno' ? { DENO_DIR: path.join(dir, 'deno-cache'), DENO_NO_UPDATE_CHECK: '1' } : {});
     const run = (args: string[]) => spawnSync(bin, runtime === 'deno' ? ['run', '-A', ...args] : args,
-      { encoding: 'utf8', env: childEnv(), timeout: 30_000, cwd: dir });
+      { encoding: 'utf8', env, timeout: 30_000, cwd: dir });
     for (const file of ['load.cjs', 'load.mjs']) {
       const r = run([path.join(dir, file)]);
       assert.equal(r.signal, null, `${runtime} ${file} died of ${r.signal}: ${r.stderr}`);
