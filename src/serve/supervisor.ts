@@ -104,6 +104,8 @@ export interface SupervisorHooks {
 /** How long a process whose channel ended gets to exit by itself (or to
  * be reported exited, if it was killed) before we kill it. */
 const CHANNEL_GRACE_MS = 200;
+/** The exit's reason in the log for a worker killed past its drain deadline. */
+const DRAIN_KILLED = 'killed: still draining at its deadline';
 
 export class Supervisor {
   readonly #opts: SupervisorOptions;
@@ -388,7 +390,7 @@ export class Supervisor {
     w.held = hold;
     w.drainedAt = Date.now();
     w.sock.send(encodeShutdown(this.#opts.shutdownTimeout, hold)).catch(() => {});
-    armDrainDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w, 'killed: still draining at its deadline'));
+    armDrainDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w, DRAIN_KILLED));
   }
 
   /** The shutdown's hold ends: every held worker is told SHUTDOWN without HOLD. */
@@ -397,7 +399,7 @@ export class Supervisor {
       if (!w.held || w.state !== 'draining') continue;
       w.held = false;
       w.sock.send(encodeShutdown(this.#opts.shutdownTimeout)).catch(() => {});
-      armReleaseDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w, 'killed: still draining at its deadline'));
+      armReleaseDeadline(w, this.#opts.shutdownTimeout, () => this.kill(w, DRAIN_KILLED));
     }
   }
 
