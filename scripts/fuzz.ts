@@ -25,7 +25,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Rng, caseSeed, runDecoderCase, runCodecCase, decoderLimits, Tally } from '../test/helpers/fuzz';
-import { runSocketCase, runChannelCase, openPool, fdTable, type FdPool, type LiveResult } from '../test/helpers/fuzz-live';
+import { openFds, settledFdLeaks } from '../test/helpers/fds';
+import { runSocketCase, runChannelCase, openPool, type FdPool, type LiveResult } from '../test/helpers/fuzz-live';
 import { sleep } from '../test/helpers/wait';
 
 const LAYERS = ['decoder', 'codec', 'socket', 'channel'] as const;
@@ -173,7 +174,7 @@ async function main(): Promise<void> {
     // pipe (/dev/null, kept for good): not a leak, so before the snapshot.
     await runSocketCase(new Rng(0), pool, args.timeout);
     process.stderr.write(`seed ${args.seed}\n`);
-    const fdsBefore = fdTable();
+    const fdsBefore = openFds();
     const rssStart = process.memoryUsage().rss;
     let rssMax = rssStart;
     const rssTimer = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage().rss)), 200);
@@ -189,8 +190,7 @@ async function main(): Promise<void> {
     }
     clearInterval(rssTimer);
     await sleep(50);
-    const fdsAfter = fdTable();
-    const leakedOverall = [...fdsAfter].filter(([fd, t]) => fdsBefore.get(fd) !== t).map(([fd, t]) => `${fd} -> ${t}`);
+    const leakedOverall = (await settledFdLeaks(fdsBefore)).map((l) => `${l.fd} -> ${l.target}`);
     const total = LAYERS.reduce((s, l) => s + reports[l].cases, 0);
     const failures = LAYERS.reduce((s, l) => s + reports[l].failures.length, 0);
     const hangs = LAYERS.reduce((s, l) => s + reports[l].hangs, 0);
@@ -213,7 +213,7 @@ async function main(): Promise<void> {
           firstFailures: r.failures.slice(0, 5).map((f) => `${l}:${f.index} ${f.failure}`),
         }];
       })),
-      fds: { before: fdsBefore.size, after: fdsAfter.size, leaked: leakedOverall.length, ...(leakedOverall.length ? { which: leakedOverall.slice(0, 10) } : {}) },
+      fds: { before: fdsBefore.size, after: openFds().size, leaked: leakedOverall.length, ...(leakedOverall.length ? { which: leakedOverall.slice(0, 10) } : {}) },
       rssMiB: { start: Math.round(rssStart / 2 ** 20), max: Math.round(rssMax / 2 ** 20) },
       crashes,
       hangs,

@@ -110,6 +110,22 @@ export function findFdLeaks(before: Map<number, string>, after: Map<number, stri
   return leaks;
 }
 
+/**
+ * findFdLeaks() against a fresh snapshot, counting only fds still there in a
+ * second snapshot `settleMs` later (same number, same file). Other threads of
+ * the runtime open files for an instant: glibc's malloc reads
+ * /proc/sys/vm/overcommit_memory the first time it shrinks a thread's arena,
+ * at a moment no test controls (seen once in CI, in the middle of a fuzz
+ * case). A leaked fd stays open; that one is gone microseconds later.
+ */
+export async function settledFdLeaks(before: Map<number, string>, settleMs = 20): Promise<FdLeak[]> {
+  const first = findFdLeaks(before, openFds());
+  if (first.length === 0) return first;
+  await new Promise((r) => setTimeout(r, settleMs));
+  const now = openFds();
+  return first.filter((l) => now.get(l.fd) === l.target);
+}
+
 /** Throws an AssertionError naming every leaked fd. */
 export function assertNoFdLeak(before: Map<number, string>, after: Map<number, string>, what = 'this process'): void {
   const leaks = findFdLeaks(before, after);

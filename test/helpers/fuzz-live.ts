@@ -16,6 +16,7 @@ import { UnixSocket, Channel, withFds, FrameDecoder, encodeFrame, decodeChannel,
 import { native, K } from '../../src/native';
 import { Kind, encodeChannel } from '../../src/channel/codec';
 import { MAX_FDS } from '../../src/socket/frame';
+import { openFds, settledFdLeaks } from './fds';
 import { Rng, streamCase, errorKind, isExplained, channelPayload, fdCount, type StreamLimits, type Write } from './fuzz';
 
 export interface FdPool {
@@ -40,19 +41,6 @@ export function openPool(dir: string, n = 4): FdPool {
 function fileId(fd: number): string {
   const st = fs.fstatSync(fd, { bigint: true });
   return `${st.dev}:${st.ino}`;
-}
-
-/** Open fds of this process: fd -> target. */
-export function fdTable(): Map<number, string> {
-  const out = new Map<number, string>();
-  for (const name of fs.readdirSync('/proc/self/fd')) {
-    try {
-      out.set(Number(name), fs.readlinkSync(`/proc/self/fd/${name}`));
-    } catch {
-      // readdir's own fd
-    }
-  }
-  return out;
 }
 
 export interface LiveResult {
@@ -86,10 +74,8 @@ async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
   }
 }
 
-function leakedSince(before: Map<number, string>): string[] {
-  const out: string[] = [];
-  for (const [fd, target] of fdTable()) if (before.get(fd) !== target) out.push(`${fd} -> ${target}`);
-  return out;
+async function leakedSince(before: Map<number, string>): Promise<string[]> {
+  return (await settledFdLeaks(before)).map((l) => `${l.fd} -> ${l.target}`);
 }
 
 /** Sends the writes in order (each one sendmsg()), pipelined; send errors
@@ -116,7 +102,7 @@ function sendAll(tx: UnixSocket, writes: Write[], pool: FdPool): Promise<unknown
  * stream from a raw peer, which then closes.
  */
 export async function runSocketCase(rng: Rng, pool: FdPool, timeoutMs = 5000): Promise<LiveResult> {
-  const before = fdTable();
+  const before = openFds();
   const opts: SocketOptions = {};
   let maxPayload = 64 * 1024 * 1024;
   if (rng.chance(0.3)) opts.maxMessageSize = maxPayload = rng.pick([64, 1024, 65536]);
@@ -204,7 +190,7 @@ export async function runSocketCase(rng: Rng, pool: FdPool, timeoutMs = 5000): P
   rx.close();
   tx.close();
   await new Promise((r) => setImmediate(r));
-  const leaked = leakedSince(before);
+  const leaked = await leakedSince(before);
 
   const fdsSent = c.writes.reduce((a, w) => a + w.fds.length, 0);
   const result: LiveResult = { kinds, messages: count, fdsSent, mutations: c.mutations, hung: !finished, leaked };
@@ -240,7 +226,7 @@ const HANDLER_FDS: Record<string, number> = { echo: MAX_FDS, take: MAX_FDS, nofd
  * answered or the channel hung up.
  */
 export async function runChannelCase(rng: Rng, pool: FdPool, timeoutMs = 5000): Promise<LiveResult> {
-  const before = fdTable();
+  const before = openFds();
   const type = rng.pick(['seqpacket', 'stream'] as const);
   const opts: SocketOptions = {};
   if (rng.chance(0.05)) opts.maxFdsPerMessage = rng.pick([0, 3]);
@@ -372,7 +358,7 @@ export async function runChannelCase(rng: Rng, pool: FdPool, timeoutMs = 5000): 
   peer.close();
   if (dec) closeAll(dec.takeHeldFds());
   await new Promise((r) => setImmediate(r));
-  const leaked = leakedSince(before);
+  const leaked = await leakedSince(before);
 
   const fdsSent = writes.reduce((a, w) => a + w.fds.length, 0);
   const result: LiveResult = { kinds, messages: msgs.length, fdsSent, mutations, hung: !finished, leaked };

@@ -16,7 +16,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { openFds, findFdLeaks } from '../helpers/fds';
+import { openFds, settledFdLeaks } from '../helpers/fds';
 import { trackFds } from '../helpers/scope';
 import { tmpDir } from '../helpers/files';
 import { childEnv } from '../helpers/process';
@@ -41,7 +41,7 @@ async function child(specs: ListenerSpec[]): Promise<void> {
     error = { code: e.code, syscall: e.syscall, message: e.message };
   }
   const leftBehind = specs.filter((s) => s.kind === 'unix' && fs.existsSync(s.path!)).map((s) => s.path!);
-  const leakedFds = findFdLeaks(before, openFds()).map((l) => JSON.stringify(l));
+  const leakedFds = (await settledFdLeaks(before)).map((l) => JSON.stringify(l));
   process.stdout.write(JSON.stringify({ error, leftBehind, leakedFds } satisfies ChildReport));
 }
 
