@@ -104,45 +104,73 @@ export async function serve(args: string[]): Promise<void> {
   // The new primary of `fdpass upgrade`: this very command line, run by
   // the fdpass on disk now, taking over from this one.
   const self = [process.execPath, ...process.execArgv, process.argv[1]!, 'serve'];
-  const primary = await Primary.start({
-    listeners: specs, workers, strategy, app, cert, key, user, group, shutdownTimeout, readyTimeout, handshakeTimeout,
-    takeover, exposeListeners: values['expose-listeners'] && cliAddress(values['expose-listeners']),
-    upgradeCommand: (from) => [...self, ...upgradeArgs(args, OPTIONS, from)],
-  });
+  // SIGTERM or SIGINT while starting (a slow app, a takeover under way, a
+  // Ctrl-C to the process group): a graceful stop, never the default
+  // action, which would drop what this primary accepted already.
+  let early: string | undefined;
+  const starting = new AbortController();
+  const stopEarly = (sig: string) => () => {
+    early ??= sig;
+    starting.abort();
+  };
+  const termStarting = stopEarly('SIGTERM');
+  const intStarting = stopEarly('SIGINT');
+  process.on('SIGTERM', termStarting);
+  process.on('SIGINT', intStarting);
+  let primary: Primary;
+  try {
+    primary = await Primary.start({
+      listeners: specs, workers, strategy, app, cert, key, user, group, shutdownTimeout, readyTimeout, handshakeTimeout,
+      takeover, exposeListeners: values['expose-listeners'] && cliAddress(values['expose-listeners']),
+      upgradeCommand: (from) => [...self, ...upgradeArgs(args, OPTIONS, from)],
+      signal: starting.signal,
+    });
+  } catch (err) {
+    if (early === undefined) throw err;
+    process.stderr.write(`fdpass: ${early} while starting: stopped\n`);
+    process.exit(0);
+  }
   const controlPath = values.control ?? defaultControlPath();
   let control: Awaited<ReturnType<typeof startControl>> | null = null;
-  try {
-    control = await startControl(primary, controlPath);
-  } catch (err) {
-    // After a takeover the old process has finished: stopping now would
-    // leave nobody serving.
-    if (!takeover) {
-      await primary.shutdown();
-      throw err;
-    }
-    process.stderr.write(`fdpass: control socket ${controlPath}: ${(err as Error).message}; serving without it\n`);
-  }
-  // A successor binds the control socket: it is released before it serves alone.
-  primary.releaseForSuccessor(async () => {
-    await control?.close();
-  });
+  let controlStarted: Promise<void> = Promise.resolve();
   let stopping = false;
   const stop = (why: string) => {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`fdpass: ${why}: shutting down\n`);
     void primary.shutdown().then(async () => {
+      await controlStarted.catch(() => {}); // a failure is serve()'s to report
       await control?.close();
       process.exit(0);
     });
   };
+  // The real handlers before anything else is awaited: no moment without one.
+  process.removeListener('SIGTERM', termStarting);
+  process.removeListener('SIGINT', intStarting);
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  if (early !== undefined) stop(early);
+  controlStarted = startControl(primary, controlPath).then((c) => {
+    control = c;
+  }, async (err: unknown) => {
+    // After a takeover the old process has finished: stopping now would
+    // leave nobody serving.
+    if (!takeover && !stopping) {
+      await primary.shutdown();
+      throw err;
+    }
+    if (!stopping) process.stderr.write(`fdpass: control socket ${controlPath}: ${(err as Error).message}; serving without it\n`);
+  });
+  await controlStarted;
+  if (stopping) return;
+  // A successor binds the control socket: it is released before it serves alone.
+  primary.releaseForSuccessor(async () => {
+    await control?.close();
+  });
   primary.on('taken-over', (successor: { pid: number }) => stop(`taken over by pid ${successor.pid}`));
   process.on('SIGUSR2', () => {
     primary.upgrade().catch(() => {}); // logged by the primary
   });
-  // Before saying we are up: a supervisor may signal as soon as it reads that.
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
   process.removeListener('SIGUSR1', usr1Starting);
   process.on('SIGUSR1', () => stop('SIGUSR1'));
   if (usr1Early) stop('SIGUSR1');

@@ -15,7 +15,8 @@
  * - `fdpass upgrade`: with no --expose-listeners, a private socket (an
  *   abstract name only this uid may connect to) serves the new primary for
  *   the time of the upgrade. Upgrades do not overlap: asked for while one
- *   runs, it is that one's outcome.
+ *   runs, it is that one's outcome. A primary that stops before its new
+ *   primary took over stops that one too (abandonUpgrade()).
  *
  * Ownership: the Handover owns its expose servers; the listeners are the
  * host's, lent for each send (close() before the host closes them).
@@ -37,6 +38,9 @@ export interface HandoverHost {
   stopping(): boolean;
   /** ms a new primary gets to take over, from its spawn. */
   readonly upgradeTimeout: number;
+  /** ms a new primary told to stop (this one stops before it took over)
+   * gets for its graceful shutdown before SIGKILL. */
+  readonly upgradeStopGrace: number;
   /** The new primary's command line, given where it takes over from
    * (argv[0] the executable); without it there is no upgrade. */
   readonly upgradeCommand?: (takeoverPath: string) => string[];
@@ -127,6 +131,24 @@ export class Handover implements ExposeTarget {
       this.#private = null;
       throw err;
     }
+  }
+
+  /**
+   * The host is stopping (call it first thing): an upgrade whose new primary
+   * has not taken over fails ("the primary is stopping"), and that primary is
+   * stopped with this one (upgrade.ts abandon()). Resolves once the new
+   * primary of any upgrade that did not succeed has exited: the host waits
+   * for it before it exits itself, so that nothing it started outlives it.
+   */
+  async abandonUpgrade(): Promise<void> {
+    const run = this.#run;
+    // Never spawned (its 'error' said why): nothing to wait for.
+    if (!run || run.state === 'taken' || run.pid === undefined) return;
+    if (run.state === 'running') {
+      this.#host.log('upgrade-abandoned', { pid: run.pid ?? null, why: 'this primary is stopping before the new one took over' });
+      run.abandon(`the primary is stopping: the new primary (pid ${run.pid}) is stopped with it`, this.#host.upgradeStopGrace);
+    }
+    await run.exited;
   }
 
   /** Stops listening and ends every session (before the host closes its listeners). */

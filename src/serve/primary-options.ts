@@ -45,6 +45,11 @@ export interface PrimaryOptions {
   exposeListeners?: string;
   /** upgrade(): the new primary's argv, given the path it takes over from. */
   upgradeCommand?: (takeoverPath: string) => string[];
+  /** Aborted while start() runs (SIGTERM during a slow start, or while
+   * taking over): the primary shuts down gracefully, as shutdown() does, and
+   * start() rejects with an AbortError, or resolves if it was already
+   * serving (then call shutdown(), which joins the one under way). */
+  signal?: AbortSignal;
 }
 
 /** Checks what can be checked without opening anything; the worker count

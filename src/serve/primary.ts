@@ -45,8 +45,8 @@ import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
 import { fdsFreed } from '../socket/acceptor';
 import { closeListeners, publicInfo, type Listener } from './listeners';
-import { takeListenFds } from './inherited-fds';
-import { openTakingOver, type TakeoverInfo } from './takeover';
+import { takeListenFds, type InheritedFd } from './inherited-fds';
+import { openTakingOver, type Takeover, type TakeoverInfo } from './takeover';
 import { Handover } from './handover';
 import type { Credentials } from '../socket/frame';
 import { resolveWorkerIdentity, identityLabel, type ResolvedIdentity } from './privileges';
@@ -56,7 +56,7 @@ import { SystemdService } from './systemd-service';
 import { AcceptLoop } from './accept-loop';
 import { Dispatcher } from './dispatcher';
 import { Supervisor, type WorkerRec } from './supervisor';
-import { ShutdownHold } from './shutdown-hold';
+import { ShutdownHold, DRAIN_GRACE_MS } from './shutdown-hold';
 import { SpareFds } from './spare-fds';
 import { buildStatus, RateMeter, type Status } from './status';
 import { makeLog, type Log } from './log';
@@ -175,6 +175,8 @@ export class Primary extends EventEmitter {
       log: this.#log,
       stopping: () => this.#stopping,
       upgradeTimeout: opts.readyTimeout + 20_000,
+      // Its own shutdown's worst case (shutdown-hold.ts), then SIGKILL.
+      upgradeStopGrace: 2 * (opts.shutdownTimeout + DRAIN_GRACE_MS) + 5000,
       upgradeCommand: opts.upgradeCommand,
       // The successor talks to the service manager in its turn.
       upgradeEnv: () => ({ ...process.env, ...this.#service?.successorEnv() }),
@@ -203,6 +205,8 @@ export class Primary extends EventEmitter {
     const identity = resolveWorkerIdentity(options.user, options.group);
     const credentials = new GenerationCredentials(options.cert && path.resolve(options.cert), options.key && path.resolve(options.key));
     credentials.load(1);
+    const { signal } = options;
+    signal?.throwIfAborted();
     const inherited = takeListenFds();
     const { listeners, takeover } = await openTakingOver(options.listeners, options.backlog, inherited, options.takeover);
     const p = new Primary(listeners, {
@@ -210,42 +214,59 @@ export class Primary extends EventEmitter {
       shutdownTimeout: options.shutdownTimeout ?? 10_000,
       readyTimeout: options.readyTimeout ?? 10_000,
     });
+    // From here on an abort is a graceful shutdown, whatever start() is doing.
+    const onAbort = () => void p.shutdown();
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      p.#log('start', {
-        pid: process.pid, workers, strategy, listeners: listeners.map(publicInfo),
-        inherited: listeners.filter((l) => l.inherited).map((l) => l.address), user: identityLabel(identity.identity),
+      return await p.#start(options, takeover, inherited);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** start()'s part once the listeners are open and the primary exists. */
+  async #start(options: PrimaryOptions, takeover: Takeover | null, inherited: InheritedFd[]): Promise<Primary> {
+    const { workers, strategy, identity } = this.#opts;
+    try {
+      if (this.#stopping) throw abortError();
+      this.#log('start', {
+        pid: process.pid, workers, strategy, listeners: this.sockets.map(publicInfo),
+        inherited: this.sockets.filter((l) => l.inherited).map((l) => l.address), user: identityLabel(identity.identity),
       });
       if (identity.defaulted) {
-        p.#log('worker-user', { user: identityLabel(identity.identity), why: 'the primary runs as root and no user was given (--user root keeps root)' });
+        this.#log('worker-user', { user: identityLabel(identity.identity), why: 'the primary runs as root and no user was given (--user root keeps root)' });
       }
-      takeover?.adopted(listeners, p.#log);
-      p.#service?.storeListeners(listeners, inherited);
-      p.#spares.take();
-      await p.#supervisor.startGeneration(p.#newest);
-      p.#supervisor.promote(p.#newest);
-      p.#started = true;
+      takeover?.adopted(this.sockets, this.#log);
+      this.#service?.storeListeners(this.sockets, inherited);
+      this.#spares.take();
+      await this.#supervisor.startGeneration(this.#newest);
+      if (this.#stopping) throw abortError();
+      this.#supervisor.promote(this.#newest);
+      this.#started = true;
       // Taking over, READY (and MAINPID) go out once the old process has
       // made this one the main pid.
-      if (!takeover) p.#service?.ready();
+      if (!takeover) this.#service?.ready();
     } catch (err) {
       // The old process serves on: it sees the takeover connection close.
       takeover?.abandon();
-      await p.shutdown();
-      throw err;
+      await this.shutdown();
+      throw options.signal?.aborted ? abortError(err) : err;
     }
-    p.#updateAccepting();
+    this.#updateAccepting();
     if (takeover) {
-      await takeover.finishOld(p.#log);
-      p.#takeover = takeover.info;
-      p.#service?.ready();
+      await takeover.finishOld(this.#log);
+      this.#takeover = takeover.info;
+      // Aborted meanwhile: STOPPING=1 went out already.
+      if (!this.#stopping) this.#service?.ready();
     }
-    if (options.exposeListeners) {
-      await p.#handover.expose(options.exposeListeners, takeover !== null).catch(async (err: unknown) => {
-        await p.shutdown();
+    if (options.exposeListeners && !this.#stopping) {
+      await this.#handover.expose(options.exposeListeners, takeover !== null).catch(async (err: unknown) => {
+        await this.shutdown();
         throw err;
       });
     }
-    return p;
+    return this;
   }
 
   /**
@@ -345,6 +366,8 @@ export class Primary extends EventEmitter {
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
     this.#spares.release();
+    // A new primary that has not taken over yet stops with this one.
+    const upgradeEnded = this.#handover.abandonUpgrade();
     // Before any listener closes: its sends borrow the listener fds.
     await this.#handover.close();
     await this.#accept.drain(Date.now() + this.#opts.shutdownTimeout, () => this.#inflight());
@@ -354,6 +377,7 @@ export class Primary extends EventEmitter {
     // While anything is unplaced, the workers stay for it (shutdown-hold.ts).
     this.#supervisor.stopAll(this.#hold.start());
     await this.#supervisor.allExited();
+    await upgradeEnded;
     // Taken back from a worker that died, with no live worker left to take it.
     const unserved = this.#dispatcher.waiting;
     if (unserved) this.#log('shutdown-unserved', { closed: unserved, why: 'no live worker left to take them' });
@@ -431,4 +455,13 @@ export class Primary extends EventEmitter {
   fdsClosed(): void {
     this.#fdsFreed();
   }
+}
+
+/** What start() rejects with once its signal aborted it (the cause: what
+ * the shutdown made fail, if anything). */
+function abortError(cause?: unknown): Error {
+  const err = new Error('the primary was stopped while it started', cause === undefined ? undefined : { cause });
+  err.name = 'AbortError';
+  (err as Error & { code: string }).code = 'ABORT_ERR';
+  return err;
 }

@@ -10,7 +10,9 @@
  * command line it refuses, workers that never become ready, a crash), or
  * has not taken over within `timeout` (it is then stopped: SIGTERM, and
  * SIGKILL after KILL_GRACE_MS), the upgrade fails with an UpgradeError
- * saying so in one line, and this primary serves on.
+ * saying so in one line, and this primary serves on. If this primary stops
+ * first (SIGTERM, SIGINT...), the upgrade fails and the new primary is
+ * stopped with it (abandon()).
  *
  * The new primary is this process's child (its stdin /dev/null, its stdout
  * and stderr this one's: the same log) until this one exits; then it is
@@ -73,9 +75,22 @@ export class UpgradeRun {
     });
     this.#timer = setTimeout(() => {
       this.#fail(`the new primary (pid ${this.child.pid}) did not take over within ${timeout} ms: stopped; this one serves on`);
-      this.child.kill('SIGTERM');
-      setTimeout(() => this.child.kill('SIGKILL'), KILL_GRACE_MS).unref();
+      this.#stop(KILL_GRACE_MS);
     }, timeout);
+  }
+
+  /**
+   * This primary is stopping before the new one took over: the upgrade
+   * fails with `message`, and the new primary is stopped too (SIGTERM, its
+   * graceful shutdown; SIGKILL if it is still there `grace` ms later). It may
+   * already serve the listeners it took, after a finish request this one
+   * refused: left running, it would serve on without the control socket,
+   * which this one still held when it started. Await `exited` for its end.
+   */
+  abandon(message: string, grace: number): void {
+    if (this.#state !== 'running') return;
+    this.#fail(message);
+    this.#stop(grace);
   }
 
   /** The new primary's pid (undefined if it could not be spawned). */
@@ -95,6 +110,14 @@ export class UpgradeRun {
     // It outlives this process: nothing here waits for it any more.
     this.child.unref();
     this.#settle.resolve(this.child.pid!);
+  }
+
+  /** SIGTERM now, SIGKILL after `grace` ms (no-ops once it has exited). */
+  #stop(grace: number): void {
+    this.child.kill('SIGTERM');
+    const kill = setTimeout(() => this.child.kill('SIGKILL'), grace);
+    kill.unref();
+    void this.exited.then(() => clearTimeout(kill));
   }
 
   #fail(message: string, cause?: unknown): void {

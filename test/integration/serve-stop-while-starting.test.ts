@@ -1,0 +1,99 @@
+/**
+ * A stop signal while a primary is still starting: during its own slow
+ * start, and to the old primary while `fdpass upgrade`'s new primary starts.
+ *
+ * - Starting: SIGTERM (or SIGINT) is a graceful stop, not the default action
+ *   that killed the primary mid-start: the workers being started are
+ *   stopped, the log ends with 'stopped', exit status 0.
+ * - Upgrading: the operator stops the service, so the upgrade fails and the
+ *   new primary is stopped with the old one (handover.ts abandonUpgrade());
+ *   before, it finished starting, found the old one gone and served on,
+ *   without the control socket the old one still held when it bound.
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { trackFds } from '../helpers/scope';
+import { tmpDir } from '../helpers/files';
+import { APPS } from '../helpers/paths';
+import { runCli, childEnv } from '../helpers/process';
+import { startServe, ServeProcess, type LogEvent } from '../helpers/serve';
+import { request } from '../helpers/http';
+import { alive } from '../helpers/proc';
+import { waitFor } from '../helpers/wait';
+
+const GATED = path.join(APPS, 'gated.js');
+/** Every worker's createServer() takes this long: a slow start to signal into. */
+const START_MS = 1500;
+const HAS_SETSID = fs.existsSync('/usr/bin/setsid') || fs.existsSync('/bin/setsid');
+
+const pidsOf = (events: LogEvent[]) => events.map((e) => Number(e.pid));
+
+/** Resolves with the error code of a connection to `port` (nothing listens: ECONNREFUSED). */
+function connectError(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1');
+    c.once('connect', () => {
+      c.destroy();
+      resolve('connected');
+    });
+    c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+test(`SIGTERM while the workers start: a graceful stop (the starting workers stopped, 'stopped' logged), exit 0`, async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const control = path.join(dir, 'control.sock');
+  const s = new ServeProcess(['--listen', '127.0.0.1:0', '--workers', '2', '--control', control, GATED],
+    { owner: scope, env: childEnv({ FDPASS_TEST_START_MS: String(START_MS) }) });
+  const spawned = await s.waitEvents((e) => e.event === 'worker-spawn', 2, 10_000, 'the workers spawned');
+  const t0 = Date.now();
+  s.signal('SIGTERM');
+  const end = await s.waitExit(10_000);
+  assert.equal(end.signal, null, `not killed by the signal's default action\n${end.stderr}`);
+  assert.equal(end.code, 0, end.stderr);
+  assert.ok(Date.now() - t0 < START_MS, `stopped without waiting for the start (${Date.now() - t0} ms)`);
+  assert.match(end.stderr, /^fdpass: SIGTERM while starting: stopped$/m);
+  assert.equal(s.events('stopped').length, 1, end.stderr);
+  for (const pid of pidsOf(spawned)) await waitFor(() => !alive(pid), { timeout: 3000, what: `worker ${pid} gone` });
+  assert.equal(fs.existsSync(control), false, 'no control socket left');
+});
+
+for (const how of ['SIGTERM to the old primary', 'SIGINT to the process group'] as const) {
+  const skip = how !== 'SIGTERM to the old primary' && !HAS_SETSID ? 'setsid(1) (util-linux) is not installed' : false;
+  test(`${how} while \`fdpass upgrade\`'s new primary starts: the upgrade fails, the new primary and its workers stop too, nothing serves on`, { skip }, async (t) => {
+    const scope = await trackFds(t);
+    const dir = tmpDir(scope);
+    const control = path.join(dir, 'control.sock');
+    const group = how !== 'SIGTERM to the old primary';
+    const s = await startServe(['--listen', '127.0.0.1:0', '--workers', '2', '--control', control, '--shutdown-timeout', '2000', GATED],
+      { owner: scope, env: childEnv({ FDPASS_TEST_START_MS: String(START_MS) }), prefix: group ? ['setsid'] : undefined });
+    const l = s.listener('http');
+    await request(l);
+    const upgrade = runCli(['upgrade', '--control', control], { timeout: 30_000 });
+    // The new primary's workers are spawned (the first two are the old one's).
+    const spawned = await s.waitEvents((e) => e.event === 'worker-spawn', 4, 10_000, 'the new primary\'s workers spawned');
+    const successor = Number(s.events('upgrade')[0]!.pid);
+    assert.ok(successor > 0 && alive(successor), 'the new primary runs');
+    scope.defer(() => {
+      for (const pid of [successor, ...pidsOf(spawned)]) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    });
+    if (group) process.kill(-s.pid, 'SIGINT');
+    else s.signal('SIGTERM');
+
+    const r = await upgrade;
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /the primary is stopping/, r.stderr);
+    const end = await s.waitExit(15_000);
+    assert.equal(end.code, 0, end.stderr);
+    // The old primary waited for it: gone with its workers by then.
+    assert.equal(alive(successor), false, `the new primary ${successor} is gone\n${end.stderr}`);
+    for (const pid of pidsOf(spawned)) await waitFor(() => !alive(pid), { timeout: 3000, what: `worker ${pid} gone` });
+    if (!group) assert.equal(s.events('upgrade-abandoned')[0]?.pid, successor, end.stderr);
+    assert.equal(fs.existsSync(control), false, 'no control socket left');
+    assert.equal(await connectError(l.port!), 'ECONNREFUSED', 'nothing serves the port');
+  });
+}
