@@ -4,7 +4,10 @@
  * before anything is opened.
  */
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { ServeConfigError } from '../errors';
+import { resolveWorkerIdentity, type ResolvedIdentity } from './privileges';
+import { GenerationCredentials } from './tls-credentials';
 import type { ListenerSpec } from './listeners';
 import type { TakeoverOptions } from './takeover';
 import { STRATEGIES, type Strategy } from './strategies';
@@ -68,4 +71,25 @@ export function checkPrimaryOptions(options: PrimaryOptions): { workers: number;
     throw new ServeConfigError('FDPASS_ERR_NO_CERT', 'a tls listener needs --cert and --key');
   }
   return { workers, strategy };
+}
+
+/** The options with their defaults, the workers' identity and the first
+ * generation's certificate and key: what the primary runs with. */
+export type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions & {
+  identity: ResolvedIdentity;
+  credentials: GenerationCredentials;
+};
+
+/** Checks `options` and resolves the workers' user and the certificate
+ * (read now): throws before anything is opened. */
+export function resolvePrimaryOptions(options: PrimaryOptions): ResolvedOptions {
+  const { workers, strategy } = checkPrimaryOptions(options);
+  const identity = resolveWorkerIdentity(options.user, options.group);
+  const credentials = new GenerationCredentials(options.cert && path.resolve(options.cert), options.key && path.resolve(options.key));
+  credentials.load(1);
+  return {
+    ...options, workers, strategy, identity, credentials,
+    shutdownTimeout: options.shutdownTimeout ?? 10_000,
+    readyTimeout: options.readyTimeout ?? 10_000,
+  };
 }

@@ -43,15 +43,15 @@
  */
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
+import { abortError } from '../errors';
 import { fdsFreed } from '../socket/acceptor';
 import { closeListeners, publicInfo, type Listener } from './listeners';
 import { takeListenFds, type InheritedFd } from './inherited-fds';
 import { openTakingOver, type Takeover, type TakeoverInfo } from './takeover';
 import { Handover } from './handover';
 import type { Credentials } from '../socket/frame';
-import { resolveWorkerIdentity, identityLabel, type ResolvedIdentity } from './privileges';
+import { identityLabel } from './privileges';
 import { workerPreloadArgs } from './drop-privileges';
-import { GenerationCredentials } from './tls-credentials';
 import { SystemdService } from './systemd-service';
 import { AcceptLoop } from './accept-loop';
 import { Dispatcher } from './dispatcher';
@@ -61,7 +61,7 @@ import { SpareFds } from './spare-fds';
 import { buildStatus, RateMeter, type Status } from './status';
 import { makeLog, type Log } from './log';
 import { Coalescer } from './coalescer';
-import { checkPrimaryOptions, type PrimaryOptions } from './primary-options';
+import { resolvePrimaryOptions, type PrimaryOptions, type ResolvedOptions } from './primary-options';
 import { ProxyPeek } from './proxy-peek';
 
 export { STRATEGIES, type Strategy } from './strategies';
@@ -71,11 +71,6 @@ export type { WorkerState } from './supervisor';
 export type { TakeoverOptions, TakeoverInfo } from './takeover';
 export type { PrimaryOptions } from './primary-options';
 
-
-type ResolvedOptions = Required<Pick<PrimaryOptions, 'workers' | 'strategy' | 'shutdownTimeout' | 'readyTimeout'>> & PrimaryOptions & {
-  identity: ResolvedIdentity;
-  credentials: GenerationCredentials;
-};
 
 export class Primary extends EventEmitter {
   /** The listening sockets, with their bound addresses. */
@@ -199,21 +194,14 @@ export class Primary extends EventEmitter {
    * cannot be opened or a worker cannot start.
    */
   static async start(options: PrimaryOptions): Promise<Primary> {
-    const { workers, strategy } = checkPrimaryOptions(options);
     // Nothing is opened for a user that cannot be, or a certificate that
     // cannot be read.
-    const identity = resolveWorkerIdentity(options.user, options.group);
-    const credentials = new GenerationCredentials(options.cert && path.resolve(options.cert), options.key && path.resolve(options.key));
-    credentials.load(1);
+    const resolved = resolvePrimaryOptions(options);
     const { signal } = options;
     signal?.throwIfAborted();
     const inherited = takeListenFds();
     const { listeners, takeover } = await openTakingOver(options.listeners, options.backlog, inherited, options.takeover);
-    const p = new Primary(listeners, {
-      ...options, workers, strategy, identity, credentials,
-      shutdownTimeout: options.shutdownTimeout ?? 10_000,
-      readyTimeout: options.readyTimeout ?? 10_000,
-    });
+    const p = new Primary(listeners, resolved);
     // From here on an abort is a graceful shutdown, whatever start() is doing.
     const onAbort = () => void p.shutdown();
     if (signal?.aborted) onAbort();
@@ -229,7 +217,7 @@ export class Primary extends EventEmitter {
   async #start(options: PrimaryOptions, takeover: Takeover | null, inherited: InheritedFd[]): Promise<Primary> {
     const { workers, strategy, identity } = this.#opts;
     try {
-      if (this.#stopping) throw abortError();
+      if (this.#stopping) throw abortError(options.signal);
       this.#log('start', {
         pid: process.pid, workers, strategy, listeners: this.sockets.map(publicInfo),
         inherited: this.sockets.filter((l) => l.inherited).map((l) => l.address), user: identityLabel(identity.identity),
@@ -241,7 +229,7 @@ export class Primary extends EventEmitter {
       this.#service?.storeListeners(this.sockets, inherited);
       this.#spares.take();
       await this.#supervisor.startGeneration(this.#newest);
-      if (this.#stopping) throw abortError();
+      if (this.#stopping) throw abortError(options.signal);
       this.#supervisor.promote(this.#newest);
       this.#started = true;
       // Taking over, READY (and MAINPID) go out once the old process has
@@ -251,7 +239,7 @@ export class Primary extends EventEmitter {
       // The old process serves on: it sees the takeover connection close.
       takeover?.abandon();
       await this.shutdown();
-      throw options.signal?.aborted ? abortError(err) : err;
+      throw options.signal?.aborted ? abortError(options.signal) : err;
     }
     this.#updateAccepting();
     if (takeover) {
@@ -455,13 +443,4 @@ export class Primary extends EventEmitter {
   fdsClosed(): void {
     this.#fdsFreed();
   }
-}
-
-/** What start() rejects with once its signal aborted it (the cause: what
- * the shutdown made fail, if anything). */
-function abortError(cause?: unknown): Error {
-  const err = new Error('the primary was stopped while it started', cause === undefined ? undefined : { cause });
-  err.name = 'AbortError';
-  (err as Error & { code: string }).code = 'ABORT_ERR';
-  return err;
 }
