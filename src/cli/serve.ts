@@ -49,9 +49,23 @@ export async function serve(args: string[]): Promise<void> {
   // SIGUSR1 would make Node open its inspector (a debugger port any local
   // user could reach): from the first moment it is ours. Once serving it is
   // a graceful stop, HAProxy's soft-stop convention (`haproxy -sf`).
-  let usr1Early = false;
-  const usr1Starting = () => { usr1Early = true; };
+  // SIGTERM, SIGINT or SIGUSR1 while starting (a slow app, a takeover under
+  // way, a Ctrl-C to the process group): a graceful stop, never the default
+  // action, which would drop what this primary accepted already; SIGUSR1 as
+  // well, or a new primary told to stop would still take over and finish the
+  // old one, then stop: nobody serving.
+  let early: string | undefined;
+  const starting = new AbortController();
+  const stopEarly = (sig: string) => () => {
+    early ??= sig;
+    starting.abort();
+  };
+  const usr1Starting = stopEarly('SIGUSR1');
+  const termStarting = stopEarly('SIGTERM');
+  const intStarting = stopEarly('SIGINT');
   process.on('SIGUSR1', usr1Starting);
+  process.on('SIGTERM', termStarting);
+  process.on('SIGINT', intStarting);
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
   if (positionals.length > 1) throw new UsageError(`one APP at most, got ${positionals.join(' ')}`);
   const defaults = !values.listen?.length;
@@ -104,19 +118,6 @@ export async function serve(args: string[]): Promise<void> {
   // The new primary of `fdpass upgrade`: this very command line, run by
   // the fdpass on disk now, taking over from this one.
   const self = [process.execPath, ...process.execArgv, process.argv[1]!, 'serve'];
-  // SIGTERM or SIGINT while starting (a slow app, a takeover under way, a
-  // Ctrl-C to the process group): a graceful stop, never the default
-  // action, which would drop what this primary accepted already.
-  let early: string | undefined;
-  const starting = new AbortController();
-  const stopEarly = (sig: string) => () => {
-    early ??= sig;
-    starting.abort();
-  };
-  const termStarting = stopEarly('SIGTERM');
-  const intStarting = stopEarly('SIGINT');
-  process.on('SIGTERM', termStarting);
-  process.on('SIGINT', intStarting);
   let primary: Primary;
   try {
     primary = await Primary.start({
@@ -147,8 +148,10 @@ export async function serve(args: string[]): Promise<void> {
   // The real handlers before anything else is awaited: no moment without one.
   process.removeListener('SIGTERM', termStarting);
   process.removeListener('SIGINT', intStarting);
+  process.removeListener('SIGUSR1', usr1Starting);
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGUSR1', () => stop('SIGUSR1'));
   if (early !== undefined) stop(early);
   controlStarted = startControl(primary, controlPath).then((c) => {
     control = c;
@@ -171,9 +174,6 @@ export async function serve(args: string[]): Promise<void> {
   process.on('SIGUSR2', () => {
     primary.upgrade().catch(() => {}); // logged by the primary
   });
-  process.removeListener('SIGUSR1', usr1Starting);
-  process.on('SIGUSR1', () => stop('SIGUSR1'));
-  if (usr1Early) stop('SIGUSR1');
   process.on('SIGHUP', () => {
     primary.reload().catch(() => {}); // logged by the primary
   });

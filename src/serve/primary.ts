@@ -92,6 +92,8 @@ export class Primary extends EventEmitter {
   /** The newest generation number given out (the serving one is the supervisor's). */
   #newest = 1;
   #stopping = false;
+  /** The shutdown under way (shutdown()), once asked for. */
+  #shutdownDone: Promise<void> | null = null;
   #started = false;
   #startedAt = Date.now();
   readonly #handover: Handover;
@@ -198,7 +200,9 @@ export class Primary extends EventEmitter {
     // cannot be read.
     const resolved = resolvePrimaryOptions(options);
     const { signal } = options;
-    signal?.throwIfAborted();
+    // The same AbortError (code 'ABORT_ERR') as once started, not the
+    // signal's own reason (a DOMException, code 20).
+    if (signal?.aborted) throw abortError(signal.reason);
     const inherited = takeListenFds();
     const { listeners, takeover } = await openTakingOver(options.listeners, options.backlog, inherited, options.takeover);
     const p = new Primary(listeners, resolved);
@@ -341,13 +345,16 @@ export class Primary extends EventEmitter {
    * listeners, lets the workers finish their in-flight requests (up to
    * shutdownTimeout; what a worker that dies meanwhile never acknowledged
    * goes to one still draining: shutdown-hold.ts) and resolves when they
-   * have exited.
+   * have exited. Called again meanwhile, it resolves with the one under
+   * way, once that one has ended (not as soon as the workers exited: a
+   * caller that exits then would cut its last steps short, the new primary
+   * it waits for, 'stopped', the service manager's socket).
    */
-  async shutdown(): Promise<void> {
-    if (this.#stopping) {
-      await this.#supervisor.allExited();
-      return;
-    }
+  shutdown(): Promise<void> {
+    return this.#shutdownDone ??= this.#shutdown();
+  }
+
+  async #shutdown(): Promise<void> {
     this.#stopping = true;
     this.#log('shutdown', { workers: this.#supervisor.workers.size, shared: this.sockets.filter((l) => l.shared).map((l) => l.address) });
     if (!this.#succeeded) this.#service?.stopping();
@@ -358,7 +365,15 @@ export class Primary extends EventEmitter {
     const upgradeEnded = this.#handover.abandonUpgrade();
     // Before any listener closes: its sends borrow the listener fds.
     await this.#handover.close();
-    await this.#accept.drain(Date.now() + this.#opts.shutdownTimeout, () => this.#inflight());
+    // A new primary that took the listeners but is stopped with this one
+    // never serves their backlog: once it is gone they are this one's alone
+    // again (not shared: drained below), else what waits there is reset
+    // when the last copy closes.
+    await upgradeEnded;
+    // Stopped before any worker was ready: nobody could serve what the
+    // drain would take, and it would be reset. Left in the backlog, it is
+    // served by the next start if the listener outlives us (systemd's).
+    if (this.#started) await this.#accept.drain(Date.now() + this.#opts.shutdownTimeout, () => this.#inflight());
     this.#peek?.close();
     this.#accept.close();
     closeListeners(this.sockets);

@@ -20,9 +20,10 @@ import { tmpDir } from '../helpers/files';
 import { APPS } from '../helpers/paths';
 import { runCli, childEnv } from '../helpers/process';
 import { startServe, ServeProcess, type LogEvent } from '../helpers/serve';
-import { request } from '../helpers/http';
+import { request, HttpConnection, type Endpoint } from '../helpers/http';
+import { NotifyReceiver } from '../helpers/notify';
 import { alive } from '../helpers/proc';
-import { waitFor } from '../helpers/wait';
+import { sleep, waitFor } from '../helpers/wait';
 
 const GATED = path.join(APPS, 'gated.js');
 /** Every worker's createServer() takes this long: a slow start to signal into. */
@@ -43,21 +44,28 @@ function connectError(port: number): Promise<string> {
   });
 }
 
-test(`SIGTERM while the workers start: a graceful stop (the starting workers stopped, 'stopped' logged), exit 0`, async (t) => {
+for (const sig of ['SIGTERM', 'SIGUSR1'] as const) test(`${sig} while the workers start (under a service manager): a graceful stop (the starting workers stopped, STOPPING=1, 'stopped' logged), exit 0`, async (t) => {
   const scope = await trackFds(t);
   const dir = tmpDir(scope);
   const control = path.join(dir, 'control.sock');
+  // With NOTIFY_SOCKET the shutdown's last step (closing it) is really
+  // asynchronous: the CLI must wait for the whole shutdown, not only the
+  // workers' exit, or 'stopped' is never logged.
+  const notify = await NotifyReceiver.bind(path.join(dir, 'notify.sock'), scope);
   const s = new ServeProcess(['--listen', '127.0.0.1:0', '--workers', '2', '--control', control, GATED],
-    { owner: scope, env: childEnv({ FDPASS_TEST_START_MS: String(START_MS) }) });
+    { owner: scope, env: childEnv({ FDPASS_TEST_START_MS: String(START_MS), NOTIFY_SOCKET: notify.env }) });
   const spawned = await s.waitEvents((e) => e.event === 'worker-spawn', 2, 10_000, 'the workers spawned');
   const t0 = Date.now();
-  s.signal('SIGTERM');
+  s.signal(sig);
   const end = await s.waitExit(10_000);
   assert.equal(end.signal, null, `not killed by the signal's default action\n${end.stderr}`);
   assert.equal(end.code, 0, end.stderr);
+  // SIGUSR1 too: it no longer waits for the start to finish.
   assert.ok(Date.now() - t0 < START_MS, `stopped without waiting for the start (${Date.now() - t0} ms)`);
-  assert.match(end.stderr, /^fdpass: SIGTERM while starting: stopped$/m);
+  assert.match(end.stderr, new RegExp(`^fdpass: ${sig} while starting: stopped$`, 'm'));
   assert.equal(s.events('stopped').length, 1, end.stderr);
+  await notify.waitFor((n) => n.fields.STOPPING === '1', 'STOPPING=1');
+  assert.equal(notify.messages.filter((n) => n.fields.READY === '1').length, 0, notify.describe());
   for (const pid of pidsOf(spawned)) await waitFor(() => !alive(pid), { timeout: 3000, what: `worker ${pid} gone` });
   assert.equal(fs.existsSync(control), false, 'no control socket left');
 });
@@ -97,3 +105,37 @@ for (const how of ['SIGTERM to the old primary', 'SIGINT to the process group'] 
     assert.equal(await connectError(l.port!), 'ECONNREFUSED', 'nothing serves the port');
   });
 }
+
+test('SIGTERM while the workers start, the listener inherited (LISTEN_FDS): what waits in its backlog is left there, and the next run answers it (was: taken and reset)', async (t) => {
+  const scope = await trackFds(t);
+  const dir = tmpDir(scope);
+  const control = path.join(dir, 'control.sock');
+  // A service manager's fd store: run 1 pushes its listener there (FDSTORE).
+  const notify = await NotifyReceiver.bind(path.join(dir, 'notify.sock'), scope);
+  const s1 = await startServe(['--listen', '127.0.0.1:0', '--workers', '1', '--control', control, GATED],
+    { owner: scope, env: childEnv({ NOTIFY_SOCKET: notify.env, FDSTORE: '2' }) });
+  const stored = await notify.waitFor((n) => n.fields.FDSTORE === '1', 'the listener stored');
+  const l: Endpoint = s1.listener('http');
+  assert.equal((await s1.stop()).code, 0);
+  const restart = (startMs: number) => new ServeProcess(['--listen', `127.0.0.1:${l.port}`, '--workers', '2', '--control', control, GATED], {
+    owner: scope, fds: [stored.fds[0]!.fd], prefix: ['sh', '-c', 'LISTEN_PID=$$ exec "$0" "$@"'],
+    env: childEnv({ NOTIFY_SOCKET: notify.env, FDSTORE: '2', LISTEN_FDS: '1', LISTEN_FDNAMES: 'http', FDPASS_TEST_START_MS: String(startMs) }),
+  });
+  // Run 2: a slow start, stopped while its workers start, with clients waiting.
+  const s2 = restart(START_MS);
+  await s2.waitEvents((e) => e.event === 'worker-spawn', 2, 10_000, 'the workers spawned');
+  const conns = Array.from({ length: 4 }, () => new HttpConnection(l));
+  scope.defer(() => Promise.all(conns.map((c) => c.close())));
+  await waitFor(() => conns.every((c) => c.connected), { what: 'every client connected (queued by the kernel)' });
+  const replies = conns.map((c) => c.exchange('/', { close: true, timeout: 20_000 }));
+  await sleep(100);
+  s2.signal('SIGTERM');
+  const end = await s2.waitExit(10_000);
+  assert.equal(end.code, 0, end.stderr);
+  assert.equal(s2.events('shutdown-unserved').length, 0, `nothing taken from the backlog to be closed\n${end.stderr}`);
+  // Run 3 answers them.
+  const s3 = restart(0);
+  await s3.waitUp();
+  for (const r of await Promise.all(replies)) assert.equal(r.status, 200);
+  assert.equal((await s3.stop()).code, 0);
+});
