@@ -33,13 +33,10 @@
  *
  * Generations: reload() starts a new generation of workers; the serving
  * one serves (and is respawned) until all of the new one is ready, then
- * drains. A new generation that cannot start is stopped, and the serving
- * one stays. Reloads never overlap (coalescer.ts): a reload asked for while
- * one runs is queued, later ones join it, and each starts only once the
- * workers the previous one replaced have exited (at most two generations
- * at once). shutdown() stops accepting (after taking what waits in the
- * backlog), lets the workers finish (on hold while connections are still
- * to be placed: shutdown-hold.ts), and resolves when they have exited.
+ * drains; a new generation that cannot start is stopped. Reloads never
+ * overlap (coalescer.ts): one asked for while one runs is queued, later
+ * ones join it, each starts once the workers the previous one replaced
+ * have exited. shutdown(): see there.
  */
 import { EventEmitter } from 'node:events';
 import * as path from 'node:path';
@@ -202,7 +199,7 @@ export class Primary extends EventEmitter {
     const { signal } = options;
     // The same AbortError (code 'ABORT_ERR') as once started, not the
     // signal's own reason (a DOMException, code 20).
-    if (signal?.aborted) throw abortError(signal.reason);
+    if (signal?.aborted) throw abortError(signal);
     const inherited = takeListenFds();
     const { listeners, takeover } = await openTakingOver(options.listeners, options.backlog, inherited, options.takeover);
     const p = new Primary(listeners, resolved);
@@ -345,10 +342,8 @@ export class Primary extends EventEmitter {
    * listeners, lets the workers finish their in-flight requests (up to
    * shutdownTimeout; what a worker that dies meanwhile never acknowledged
    * goes to one still draining: shutdown-hold.ts) and resolves when they
-   * have exited. Called again meanwhile, it resolves with the one under
-   * way, once that one has ended (not as soon as the workers exited: a
-   * caller that exits then would cut its last steps short, the new primary
-   * it waits for, 'stopped', the service manager's socket).
+   * have exited. Called again, it returns the same promise: the whole of
+   * the first one (a caller that exits on it cuts nothing short).
    */
   shutdown(): Promise<void> {
     return this.#shutdownDone ??= this.#shutdown();
@@ -365,14 +360,11 @@ export class Primary extends EventEmitter {
     const upgradeEnded = this.#handover.abandonUpgrade();
     // Before any listener closes: its sends borrow the listener fds.
     await this.#handover.close();
-    // A new primary that took the listeners but is stopped with this one
-    // never serves their backlog: once it is gone they are this one's alone
-    // again (not shared: drained below), else what waits there is reset
-    // when the last copy closes.
+    // Once that one is gone the listeners are this one's alone (not shared),
+    // so their backlog is drained here, not reset when the last copy closes.
     await upgradeEnded;
-    // Stopped before any worker was ready: nobody could serve what the
-    // drain would take, and it would be reset. Left in the backlog, it is
-    // served by the next start if the listener outlives us (systemd's).
+    // No worker ever ready: left in the backlog (served by the next start if
+    // the listener outlives us, systemd's) rather than taken and reset.
     if (this.#started) await this.#accept.drain(Date.now() + this.#opts.shutdownTimeout, () => this.#inflight());
     this.#peek?.close();
     this.#accept.close();
@@ -380,7 +372,6 @@ export class Primary extends EventEmitter {
     // While anything is unplaced, the workers stay for it (shutdown-hold.ts).
     this.#supervisor.stopAll(this.#hold.start());
     await this.#supervisor.allExited();
-    await upgradeEnded;
     // Taken back from a worker that died, with no live worker left to take it.
     const unserved = this.#dispatcher.waiting;
     if (unserved) this.#log('shutdown-unserved', { closed: unserved, why: 'no live worker left to take them' });
@@ -410,9 +401,7 @@ export class Primary extends EventEmitter {
   }
 
   #inflight(): number {
-    let n = 0;
-    for (const w of this.#supervisor.workers) n += w.inflight.size;
-    return n;
+    return [...this.#supervisor.workers].reduce((n, w) => n + w.inflight.size, 0);
   }
 
   // ---- status ----------------------------------------------------------------
