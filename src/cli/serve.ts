@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { surviveLostOutput } from '../serve/lost-output';
 import { Primary, STRATEGIES, type Strategy } from '../serve/primary';
 import { parseListen, optionsShown } from '../serve/listeners';
 import { validHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_TIMEOUT_MS } from '../serve/handshake-deadline';
@@ -63,6 +64,8 @@ export async function serve(args: string[]): Promise<void> {
   const usr1Starting = stopEarly('SIGUSR1');
   const termStarting = stopEarly('SIGTERM');
   const intStarting = stopEarly('SIGINT');
+  // A hung-up terminal or a closed log pipe does not end the server.
+  surviveLostOutput();
   process.on('SIGUSR1', usr1Starting);
   process.on('SIGTERM', termStarting);
   process.on('SIGINT', intStarting);

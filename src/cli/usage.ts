@@ -46,7 +46,8 @@ FILEs are opened read-only: the receiver can read through them, not write.
                   --connect has connected, or a peer has connected to --listen, never
                   before; a failed connect leaves nothing behind.
 ${ADDRESSES}`,
-  recv: `Prints one JSON line per message: {"data", "fds":[{"fd","kind","target"}], "credentials"?}.
+  recv: `Prints one JSON line per message: {"data", "fds":[{"fd","kind","target"}], "credentials"?},
+  and exits after --count N messages (default 1).
   --write adds "wrote" to each fd, --read adds "read" (files only, else null); an fd that fails
   gets "writeError"/"readError" (its errno code) instead and recv goes on; a write that cannot
   finish within 1 s (a full pipe) stops there: "writeError":"ETIMEDOUT". With --listen, a peer

@@ -351,7 +351,7 @@ export class Primary extends EventEmitter {
 
   async #shutdown(): Promise<void> {
     this.#stopping = true;
-    this.#log('shutdown', { workers: this.#supervisor.workers.size, shared: this.sockets.filter((l) => l.shared).map((l) => l.address) });
+    this.#log('shutdown', { pid: process.pid, workers: this.#supervisor.workers.size, shared: this.sockets.filter((l) => l.shared).map((l) => l.address) });
     if (!this.#succeeded) this.#service?.stopping();
     this.#updateAccepting();
     this.#supervisor.stopRespawning();
@@ -380,7 +380,7 @@ export class Primary extends EventEmitter {
     this.#rate.stop();
     await this.#service?.close();
     const peek = this.#peek && { proxyParked: this.#peek.parkedTotal, proxyPeerKeys: this.#peek.fallbacks };
-    this.#log('stopped', { handed: this.#dispatcher.handed, ...peek });
+    this.#log('stopped', { pid: process.pid, handed: this.#dispatcher.handed, ...peek });
   }
 
   /**

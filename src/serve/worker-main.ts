@@ -15,6 +15,7 @@ import * as net from 'node:net';
 import { Worker } from './worker';
 import { demoHandler } from './demo-app';
 import { ServeConfigError } from '../errors';
+import { surviveLostOutput } from './lost-output';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
@@ -46,6 +47,8 @@ async function loadTargets(app: string | undefined): Promise<Record<string, net.
 }
 
 async function main(): Promise<void> {
+  // The primary's stdout and stderr are the worker's too.
+  surviveLostOutput();
   const worker = Worker.fromPrimary();
   worker.on('error', (err) => process.stderr.write(`fdpass worker ${process.pid}: ${err.message}\n`));
   try {
