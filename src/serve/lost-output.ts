@@ -6,11 +6,11 @@
  * and with nobody listening that is an uncaught exception: the primary died
  * (SIGABRT) in the middle of the reload the hang-up's SIGHUP had started,
  * leaving its control socket behind. A server does not stop serving because
- * nobody reads its log: from the first failure on, that stream's writes are
- * dropped (the stream is destroyed), and everything else goes on.
+ * nobody reads its log: a write that fails is dropped, and everything else
+ * goes on (a log file on a full disk takes lines again once there is room).
  */
 
-/** Makes a failure of process.stdout or process.stderr drop their output
+/** Makes a failure of process.stdout or process.stderr drop that output
  * instead of ending the process. Once per process. */
 export function surviveLostOutput(): void {
   for (const stream of [process.stdout, process.stderr]) {
@@ -19,7 +19,6 @@ export function surviveLostOutput(): void {
   }
 }
 
-function drop(this: NodeJS.WriteStream): void {
-  // Destroyed, it takes no more writes: nothing is queued for a dead end.
-  this.destroy();
+function drop(): void {
+  // Nothing to do: the failed write is gone, and the process goes on.
 }
