@@ -47,28 +47,31 @@ const OPTIONS = {
 } as const satisfies ParseArgsConfig['options'];
 
 export async function serve(args: string[]): Promise<void> {
+  // Every signal serve handles is ours from the first moment, so that none
+  // takes its default action (ending the process) while the primary starts:
   // SIGUSR1 would make Node open its inspector (a debugger port any local
-  // user could reach): from the first moment it is ours. Once serving it is
-  // a graceful stop, HAProxy's soft-stop convention (`haproxy -sf`).
-  // SIGTERM, SIGINT or SIGUSR1 while starting (a slow app, a takeover under
-  // way, a Ctrl-C to the process group): a graceful stop, never the default
-  // action, which would drop what this primary accepted already; SIGUSR1 as
-  // well, or a new primary told to stop would still take over and finish the
-  // old one, then stop: nobody serving.
+  // user could reach); SIGTERM, SIGINT and SIGUSR1 (HAProxy's soft stop,
+  // `haproxy -sf`) abort the start, a graceful stop that loses nothing
+  // accepted already (a new primary told to stop must not take over and
+  // finish the old one: nobody would serve); SIGHUP (a reload, or a terminal
+  // that hung up) and SIGUSR2 (an upgrade) are done once started.
   let early: string | undefined;
   const starting = new AbortController();
-  const stopEarly = (sig: string) => () => {
+  const pending = new Set<'SIGHUP' | 'SIGUSR2'>();
+  const startingHandlers = {
+    SIGTERM: () => stopEarly('SIGTERM'),
+    SIGINT: () => stopEarly('SIGINT'),
+    SIGUSR1: () => stopEarly('SIGUSR1'),
+    SIGHUP: () => pending.add('SIGHUP'),
+    SIGUSR2: () => pending.add('SIGUSR2'),
+  };
+  const stopEarly = (sig: string) => {
     early ??= sig;
     starting.abort();
   };
-  const usr1Starting = stopEarly('SIGUSR1');
-  const termStarting = stopEarly('SIGTERM');
-  const intStarting = stopEarly('SIGINT');
   // A hung-up terminal or a closed log pipe does not end the server.
   surviveLostOutput();
-  process.on('SIGUSR1', usr1Starting);
-  process.on('SIGTERM', termStarting);
-  process.on('SIGINT', intStarting);
+  for (const [sig, fn] of Object.entries(startingHandlers)) process.on(sig, fn);
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: OPTIONS });
   if (positionals.length > 1) throw new UsageError(`one APP at most, got ${positionals.join(' ')}`);
   const defaults = !values.listen?.length;
@@ -148,14 +151,27 @@ export async function serve(args: string[]): Promise<void> {
       process.exit(0);
     });
   };
-  // The real handlers before anything else is awaited: no moment without one.
-  process.removeListener('SIGTERM', termStarting);
-  process.removeListener('SIGINT', intStarting);
-  process.removeListener('SIGUSR1', usr1Starting);
+  // The serving handlers, all at once and before anything else is awaited:
+  // no moment without one.
+  for (const [sig, fn] of Object.entries(startingHandlers)) process.removeListener(sig, fn);
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGUSR1', () => stop('SIGUSR1'));
+  const reload = () => void primary.reload().catch(() => {}); // logged by the primary
+  const upgrade = () => void primary.upgrade().catch(() => {}); // logged by the primary
+  process.on('SIGHUP', reload);
+  process.on('SIGUSR2', upgrade);
+  primary.on('taken-over', (successor: { pid: number }) => stop(`taken over by pid ${successor.pid}`));
+  // A successor binds the control socket: it is released before it serves alone.
+  primary.releaseForSuccessor(async () => {
+    await controlStarted.catch(() => {});
+    await control?.close();
+  });
   if (early !== undefined) stop(early);
+  else {
+    if (pending.has('SIGHUP')) reload();
+    if (pending.has('SIGUSR2')) upgrade();
+  }
   controlStarted = startControl(primary, controlPath).then((c) => {
     control = c;
   }, async (err: unknown) => {
@@ -169,17 +185,6 @@ export async function serve(args: string[]): Promise<void> {
   });
   await controlStarted;
   if (stopping) return;
-  // A successor binds the control socket: it is released before it serves alone.
-  primary.releaseForSuccessor(async () => {
-    await control?.close();
-  });
-  primary.on('taken-over', (successor: { pid: number }) => stop(`taken over by pid ${successor.pid}`));
-  process.on('SIGUSR2', () => {
-    primary.upgrade().catch(() => {}); // logged by the primary
-  });
-  process.on('SIGHUP', () => {
-    primary.reload().catch(() => {}); // logged by the primary
-  });
   for (const l of primary.sockets) process.stderr.write(`fdpass: ${l.name} on ${l.address}${optionsShown(l)}\n`);
   const st = primary.status().primary;
   if (st.takeover) process.stderr.write(`fdpass: took over ${st.takeover.adopted} of ${st.takeover.received} listeners from pid ${st.takeover.from.pid} (${values.takeover})\n`);

@@ -145,7 +145,7 @@ export class Handover implements ExposeTarget {
     // Never spawned (its 'error' said why): nothing to wait for.
     if (!run || run.state === 'taken' || run.pid === undefined) return;
     if (run.state === 'running') {
-      this.#host.log('upgrade-abandoned', { pid: run.pid ?? null, why: 'this primary is stopping before the new one took over' });
+      this.#host.log('upgrade-abandoned', { pid: run.pid, why: 'this primary is stopping before the new one took over' });
       run.abandon(`the primary is stopping: the new primary (pid ${run.pid}) is stopped with it`, this.#host.upgradeStopGrace);
     }
     await run.exited;

@@ -193,12 +193,10 @@ export class Primary extends EventEmitter {
    * cannot be opened or a worker cannot start.
    */
   static async start(options: PrimaryOptions): Promise<Primary> {
-    // Nothing is opened for a user that cannot be, or a certificate that
-    // cannot be read.
+    // Nothing is opened for a user or a certificate that cannot be used.
     const resolved = resolvePrimaryOptions(options);
     const { signal } = options;
-    // The same AbortError (code 'ABORT_ERR') as once started, not the
-    // signal's own reason (a DOMException, code 20).
+    // The AbortError of an abort once started, not the signal's DOMException.
     if (signal?.aborted) throw abortError(signal);
     const inherited = takeListenFds();
     const { listeners, takeover } = await openTakingOver(options.listeners, options.backlog, inherited, options.takeover);
@@ -401,7 +399,9 @@ export class Primary extends EventEmitter {
   }
 
   #inflight(): number {
-    return [...this.#supervisor.workers].reduce((n, w) => n + w.inflight.size, 0);
+    let n = 0;
+    for (const w of this.#supervisor.workers) n += w.inflight.size;
+    return n;
   }
 
   // ---- status ----------------------------------------------------------------

@@ -2,9 +2,10 @@
  * A stop signal while a primary is still starting: during its own slow
  * start, and to the old primary while `fdpass upgrade`'s new primary starts.
  *
- * - Starting: SIGTERM (or SIGINT) is a graceful stop, not the default action
- *   that killed the primary mid-start: the workers being started are
- *   stopped, the log ends with 'stopped', exit status 0.
+ * - Starting: SIGTERM (or SIGINT, SIGUSR1) is a graceful stop, not the
+ *   default action that killed the primary mid-start: the workers being
+ *   started are stopped, the log ends with 'stopped', exit status 0.
+ *   SIGHUP (and SIGUSR2) no longer kill it either: done once it serves.
  * - Upgrading: the operator stops the service, so the upgrade fails and the
  *   new primary is stopped with the old one (handover.ts abandonUpgrade());
  *   before, it finished starting, found the old one gone and served on,
@@ -68,6 +69,20 @@ for (const sig of ['SIGTERM', 'SIGUSR1'] as const) test(`${sig} while the worker
   assert.equal(notify.messages.filter((n) => n.fields.READY === '1').length, 0, notify.describe());
   for (const pid of pidsOf(spawned)) await waitFor(() => !alive(pid), { timeout: 3000, what: `worker ${pid} gone` });
   assert.equal(fs.existsSync(control), false, 'no control socket left');
+});
+
+test('SIGHUP while the workers start: not the default action; the reload it asks for runs once the primary serves', async (t) => {
+  const scope = await trackFds(t);
+  const control = path.join(tmpDir(scope), 'control.sock');
+  const s = new ServeProcess(['--listen', '127.0.0.1:0', '--workers', '1', '--control', control, GATED],
+    { owner: scope, env: childEnv({ FDPASS_TEST_START_MS: String(START_MS) }) });
+  await s.waitEvents((e) => e.event === 'worker-spawn', 1, 10_000, 'the worker spawned');
+  s.signal('SIGHUP');
+  await s.waitUp(10_000);
+  await s.waitEvent((e) => e.event === 'reload-done' && e.generation === 2, 10_000, 'the reload, after the start');
+  assert.equal((await request(s.listener('http'))).status, 200);
+  const end = await s.stop();
+  assert.equal(end.code, 0, end.stderr);
 });
 
 for (const how of ['SIGTERM to the old primary', 'SIGINT to the process group'] as const) {
